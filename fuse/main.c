@@ -1,0 +1,229 @@
+/* nbdfs — entry point: parse the command line, pick the mode, print the
+ * one error line. Only this file prints errors (style: "nbdfs: <msg>"). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fuse/cli.h"
+#include "kernelattach/attach.h"
+#include "nbdclient/error.h"
+
+static const char summary[] =
+  "Modes:\n"
+  "  nbdfs [OPTION...] ADDRESS MOUNTPOINT      the export as a file (FUSE)\n"
+  "  nbdfs --kernel [OPTION...] ADDRESS [/dev/nbdN]   attach a block device\n"
+  "  nbdfs --list ADDRESS                      list the server's exports\n"
+  "  nbdfs --info ADDRESS [--json]             describe one export\n"
+  "  nbdfs --disconnect /dev/nbdN              detach a block device\n"
+  "  nbdfs --status [/dev/nbdN]                show attached devices\n"
+  "\n"
+  "ADDRESS is host[:export], [ipv6][:export], /unix/socket[:export], or an\n"
+  "NBD URI: nbd://host[:port]/export, nbds://..., nbd+unix:///export?socket=P";
+
+static gboolean
+parse_tls_mode (const char *s, NbdcTlsMode *mode, GError **error)
+{
+  if (s == NULL)
+    return TRUE;
+  if (strcmp (s, "off") == 0 || strcmp (s, "no") == 0)
+    *mode = NBDC_TLS_OFF;
+  else if (strcmp (s, "on") == 0 || strcmp (s, "allow") == 0)
+    *mode = NBDC_TLS_ALLOW;
+  else if (strcmp (s, "require") == 0 || strcmp (s, "yes") == 0)
+    *mode = NBDC_TLS_REQUIRE;
+  else {
+    g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_USAGE,
+                 "--tls=%s: expected off, on or require", s);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* Parses argv into *cli. Returns FALSE with a usage error. */
+static gboolean
+parse_args (int argc, char **argv, NbdfsCli *cli, GError **error)
+{
+  gint connections = 0, timeout = 0, handshake_timeout = 0;
+  gboolean read_only = FALSE, version = FALSE, no_verify = FALSE;
+  g_autofree char *tls = NULL;
+  NbdcTlsConfig *tc = &cli->nbd.tls_config;
+  g_auto (GStrv) rest = NULL;
+  GOptionEntry entries[] = {
+    { "list", 'l', 0, G_OPTION_ARG_NONE, &cli->list,
+      "List the exports of the server at ADDRESS", NULL },
+    { "info", 'i', 0, G_OPTION_ARG_NONE, &cli->info,
+      "Show size, flags, block sizes and contexts of one export", NULL },
+    { "json", 0, 0, G_OPTION_ARG_NONE, &cli->json,
+      "Machine-readable output for --list, --info and --status", NULL },
+    { "kernel", 'k', 0, G_OPTION_ARG_NONE, &cli->kernel,
+      "Attach the export to a kernel /dev/nbdN device (root)", NULL },
+    { "disconnect", 'd', 0, G_OPTION_ARG_NONE, &cli->disconnect,
+      "Detach the /dev/nbdN device given as argument", NULL },
+    { "status", 0, 0, G_OPTION_ARG_NONE, &cli->status,
+      "Show attached /dev/nbdN devices", NULL },
+    { "persist", 'p', 0, G_OPTION_ARG_NONE, &cli->persist,
+      "Kernel mode: stay running and reconnect when a connection dies", NULL },
+    { "ioctl", 0, 0, G_OPTION_ARG_NONE, &cli->use_ioctl,
+      "Kernel mode: use the ioctl interface instead of netlink", NULL },
+    { "connections", 'C', 0, G_OPTION_ARG_INT, &connections,
+      "Number of connections (default 4 when the server allows multi-conn)",
+      "N" },
+    { "timeout", 't', 0, G_OPTION_ARG_INT, &timeout,
+      "Declare a connection dead after SECONDS without a reply", "SECONDS" },
+    { "connect-timeout", 0, 0, G_OPTION_ARG_INT, &handshake_timeout,
+      "Give up connecting and negotiating after SECONDS (default 30)",
+      "SECONDS" },
+    { "read-only", 'r', 0, G_OPTION_ARG_NONE, &read_only,
+      "Never write, even if the server allows it", NULL },
+    { "all", 'a', 0, G_OPTION_ARG_NONE, &cli->all,
+      "FUSE: show every export the server lists, one file each", NULL },
+    { "name", 'n', 0, G_OPTION_ARG_STRING, &cli->file_name,
+      "FUSE: name of the file in the mount", "FILE" },
+    { "foreground", 'f', 0, G_OPTION_ARG_NONE, &cli->foreground,
+      "Stay in the foreground, log to stderr", NULL },
+    { "pidfile", 'P', 0, G_OPTION_ARG_FILENAME, &cli->pidfile,
+      "Write the process ID to FILE once ready", "FILE" },
+    { "option", 'o', 0, G_OPTION_ARG_STRING_ARRAY, &cli->fuse_opts,
+      "FUSE mount option (allow_other, ...), repeatable", "OPT" },
+    { "tls", 0, 0, G_OPTION_ARG_STRING, &tls,
+      "TLS: off, on (if offered) or require (default: require for nbds://, "
+      "else off)", "MODE" },
+    { "tls-certificates", 0, 0, G_OPTION_ARG_FILENAME, &tc->certificates,
+      "Directory with ca-cert.pem, client-cert.pem, client-key.pem", "DIR" },
+    { "tls-psk-file", 0, 0, G_OPTION_ARG_FILENAME, &tc->psk_file,
+      "Pre-shared keys file (psktool format)", "FILE" },
+    { "tls-username", 0, 0, G_OPTION_ARG_STRING, &tc->username,
+      "PSK identity (default: your login name)", "NAME" },
+    { "tls-hostname", 0, 0, G_OPTION_ARG_STRING, &tc->hostname,
+      "Host name to verify in the server certificate", "NAME" },
+    { "tls-no-verify", 0, 0, G_OPTION_ARG_NONE, &no_verify,
+      "Do not verify the server certificate (insecure)", NULL },
+    { "verbose", 'v', 0, G_OPTION_ARG_NONE, &cli->verbose,
+      "Debug messages, including every protocol step", NULL },
+    { "version", 'V', 0, G_OPTION_ARG_NONE, &version,
+      "Print the version and exit", NULL },
+    { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_STRING_ARRAY, &rest, NULL, NULL },
+    { NULL }
+  };
+  g_autoptr (GOptionContext) ctx =
+    g_option_context_new ("ADDRESS [MOUNTPOINT|DEVICE]");
+  g_option_context_set_summary (ctx, summary);
+  g_option_context_add_main_entries (ctx, entries, NULL);
+  g_autoptr (GError) opt_error = NULL;
+  if (!g_option_context_parse (ctx, &argc, &argv, &opt_error)) {
+    g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_USAGE,
+                 "%s (see nbdfs --help)", opt_error->message);
+    return FALSE;
+  }
+  if (version) {
+    printf ("nbdfs %s\n", NBDFS_VERSION);
+    exit (EXIT_SUCCESS);
+  }
+  if (connections < 0 || timeout < 0 || handshake_timeout < 0) {
+    g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_USAGE,
+                 "-C, --timeout and --connect-timeout take numbers >= 0");
+    return FALSE;
+  }
+  cli->pool.connections = connections;
+  cli->pool.request_timeout = timeout;
+  cli->pool.read_only = read_only;
+  cli->nbd.handshake_timeout = handshake_timeout;
+  tc->no_verify = no_verify;
+  if (!parse_tls_mode (tls, &cli->nbd.tls, error))
+    return FALSE;
+
+  guint n = rest ? g_strv_length (rest) : 0;
+  const char *address = n > 0 ? rest[0] : NULL;
+  const char *target = n > 1 ? rest[1] : NULL;
+  if (n > 2) {
+    g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_USAGE,
+                 "unexpected argument '%s' (see nbdfs --help)", rest[2]);
+    return FALSE;
+  }
+
+  if (cli->disconnect || (cli->status && !cli->kernel)) {
+    /* These take a device, not an address. */
+    if (cli->disconnect && address == NULL) {
+      g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_USAGE,
+                   "--disconnect needs a device, e.g. nbdfs -d /dev/nbd0");
+      return FALSE;
+    }
+    cli->target = g_strdup (address);
+    return TRUE;
+  }
+  if (address == NULL) {
+    g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_USAGE,
+                 "missing ADDRESS: try nbdfs localhost:export /mnt/disk "
+                 "(see nbdfs --help)");
+    return FALSE;
+  }
+  if (!nbdc_address_parse (address, &cli->nbd.addr, error))
+    return FALSE;
+  if (cli->nbd.tls == NBDC_TLS_DEFAULT)
+    cli->nbd.tls = cli->nbd.addr.tls == NBDC_TLS_REQUIRE
+      ? NBDC_TLS_REQUIRE : NBDC_TLS_OFF;
+  else if (cli->nbd.addr.tls == NBDC_TLS_REQUIRE
+           && cli->nbd.tls != NBDC_TLS_REQUIRE) {
+    g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_USAGE,
+                 "%s asks for TLS (nbds scheme) but --tls says otherwise; "
+                 "drop one of them", address);
+    return FALSE;
+  }
+  if (cli->list || cli->info) {
+    if (target) {
+      g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_USAGE,
+                   "--list/--info take only an ADDRESS, not '%s'", target);
+      return FALSE;
+    }
+    return TRUE;
+  }
+  if (!cli->kernel && target == NULL) {
+    g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_USAGE,
+                 "missing MOUNTPOINT: nbdfs %s /mnt/disk (or --kernel for "
+                 "/dev/nbdN, --info to inspect)", address);
+    return FALSE;
+  }
+  cli->target = g_strdup (target);
+  return TRUE;
+}
+
+int
+main (int argc, char **argv)
+{
+  NbdfsCli cli = { 0 };
+  g_autoptr (GError) error = NULL;
+  int r;
+
+  if (!parse_args (argc, argv, &cli, &error)) {
+    fprintf (stderr, "nbdfs: %s\n", error->message);
+    return 2;
+  }
+  if (cli.verbose)
+    g_setenv ("G_MESSAGES_DEBUG", "all", TRUE);
+
+  if (cli.list)
+    r = nbdfs_cmd_list (&cli, &error);
+  else if (cli.info)
+    r = nbdfs_cmd_info (&cli, &error);
+  else if (cli.disconnect)
+    r = nbdfs_kernel_disconnect (cli.target, &error) ? 0 : -1;
+  else if (cli.status)
+    r = nbdfs_kernel_status (cli.target, cli.json, &error) ? 0 : -1;
+  else if (cli.kernel)
+    r = nbdfs_kernel_run (&cli, &error);
+  else
+    r = nbdfs_fuse_run (&cli, &error);
+
+  if (r < 0) {
+    fprintf (stderr, "nbdfs: %s\n",
+             error ? error->message : "failed (no reason given: a bug)");
+    r = 1;
+  }
+  nbdc_options_clear (&cli.nbd);
+  g_free (cli.target);
+  g_free (cli.file_name);
+  g_free (cli.pidfile);
+  g_strfreev (cli.fuse_opts);
+  return r;
+}

@@ -1,0 +1,94 @@
+/* nbdfs — asynchronous transmission over one or more connections.
+ *
+ * This is the API FUSE mode (and tools/tests) use for I/O. Underneath:
+ * conn.c (one connection: cookie table, serialised sends, one reader
+ * thread) and the block-size layer (split at max payload, read-modify-write
+ * or widen around the minimum block size).
+ *
+ * Contract for every nbdc_pool_* request call:
+ *  - It returns at once; it never waits for a reply.
+ *  - done(opaque, err) is called exactly once: err is 0 or a positive errno.
+ *    It may run inside the call (errors found before sending: EINVAL for a
+ *    range past the end, EROFS for writes to a read-only export, ENOTSUP for
+ *    a command the server did not advertise, EIO when no connection is
+ *    alive) or later on a connection's reader thread. done must not block
+ *    for long: it runs on the reader.
+ *  - Buffers stay owned by the caller and must stay valid until done.
+ *  - Any offset and length inside the export is accepted.
+ */
+#ifndef NBDCLIENT_POOL_H
+#define NBDCLIENT_POOL_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <glib.h>
+#include "nbdclient/negotiate.h"
+
+typedef struct NbdPool NbdPool;
+
+typedef void (*NbdcDoneFn) (void *opaque, int err);
+/* One base:allocation extent (flags: NBD_STATE_HOLE | NBD_STATE_ZERO),
+ * validated to lie inside the requested range, in order. */
+typedef void (*NbdcExtentFn) (void *opaque, uint64_t offset, uint64_t length,
+                              uint32_t flags);
+
+typedef struct {
+  unsigned connections;       /* 0 = 4 if CAN_MULTI_CONN else 1; >1 without
+                                 CAN_MULTI_CONN is refused by open */
+  unsigned request_timeout;   /* seconds without a reply before a connection
+                                 is declared dead; 0 = never */
+  unsigned max_in_flight;     /* per connection; 0 = 64 */
+  gboolean read_only;         /* refuse writes locally (EROFS) */
+} NbdcPoolConfig;
+
+/* Opens and negotiates every connection; checks that all of them agree on
+ * size and flags. *exp gets the first connection's export. */
+NbdPool *nbdc_pool_open (const NbdcOptions *opts, const NbdcPoolConfig *cfg,
+                         NbdExport *exp, GError **error);
+const NbdExport *nbdc_pool_export (NbdPool *pool);
+unsigned nbdc_pool_connections (NbdPool *pool);   /* how many are alive */
+
+/* Request flags accepted below are NBD_CMD_FLAG_* from protocol.h.
+ * FUA is dropped if the server lacks NBD_FLAG_SEND_FUA *and* emulated with
+ * a flush after the write (so O_DSYNC semantics hold). */
+void nbdc_pool_pread (NbdPool *pool, void *buf, size_t count, uint64_t offset,
+                      NbdcDoneFn done, void *opaque);
+void nbdc_pool_pwrite (NbdPool *pool, const void *buf, size_t count,
+                       uint64_t offset, uint32_t flags,
+                       NbdcDoneFn done, void *opaque);
+/* NBD_CMD_FLUSH on every connection that has written since its last flush
+ * (spec "Multi-conn"); done when all replied. Succeeds at once (0) when the
+ * server has no NBD_FLAG_SEND_FLUSH (nothing to persist we can reach). */
+void nbdc_pool_flush (NbdPool *pool, NbdcDoneFn done, void *opaque);
+/* NBD_CMD_TRIM; ENOTSUP without NBD_FLAG_SEND_TRIM. The range is shrunk to
+ * whole minimum blocks (trim is advisory). */
+void nbdc_pool_trim (NbdPool *pool, size_t count, uint64_t offset,
+                     uint32_t flags, NbdcDoneFn done, void *opaque);
+/* Range must read back as zeroes afterwards. NBD_CMD_WRITE_ZEROES when the
+ * server has it (flags may carry NO_HOLE, FAST_ZERO, FUA); otherwise, unless
+ * FAST_ZERO was asked (-> ENOTSUP), writes zero buffers in max-payload
+ * pieces. Unaligned edges are written as data. */
+void nbdc_pool_zero (NbdPool *pool, size_t count, uint64_t offset,
+                     uint32_t flags, NbdcDoneFn done, void *opaque);
+void nbdc_pool_cache (NbdPool *pool, size_t count, uint64_t offset,
+                      NbdcDoneFn done, void *opaque);
+/* NBD_CMD_BLOCK_STATUS for base:allocation; ENOTSUP if not negotiated.
+ * extent is called zero or more times before done. flags may carry
+ * NBD_CMD_FLAG_REQ_ONE. */
+void nbdc_pool_block_status (NbdPool *pool, size_t count, uint64_t offset,
+                             uint32_t flags, NbdcExtentFn extent,
+                             NbdcDoneFn done, void *opaque);
+
+/* Synchronous wrappers (tools, tests, shutdown paths): 0 or errno. */
+int nbdc_pool_pread_sync (NbdPool *pool, void *buf, size_t count,
+                          uint64_t offset);
+int nbdc_pool_pwrite_sync (NbdPool *pool, const void *buf, size_t count,
+                           uint64_t offset, uint32_t flags);
+int nbdc_pool_flush_sync (NbdPool *pool);
+
+/* Waits for everything in flight, flushes if anything was written since the
+ * last flush, sends NBD_CMD_DISC on every connection, joins the readers and
+ * frees. Returns 0 or the errno of that final flush. */
+int nbdc_pool_close (NbdPool *pool);
+
+#endif

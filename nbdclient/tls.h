@@ -1,0 +1,34 @@
+/* nbdfs — TLS with gnutls: X.509 and PSK, verified by default.
+ *
+ * Called by the negotiator right after the server acknowledged
+ * NBD_OPT_STARTTLS ("TLS support" in nbd-proto.md). Returns a transport that
+ * speaks TLS over fd, or FALSE with NBDFS_ERROR_TLS and a sentence that says
+ * what failed (unknown CA, name mismatch, expired, bad PSK).
+ */
+#ifndef NBDCLIENT_TLS_H
+#define NBDCLIENT_TLS_H
+
+#include <glib.h>
+#include "nbdclient/transport.h"
+
+typedef struct {
+  char *certificates;    /* dir with ca-cert.pem, client-cert.pem,
+                            client-key.pem (libnbd/qemu names); NULL =
+                            system trust store, no client certificate */
+  char *psk_file;        /* psktool format "username:hexkey"; selects PSK */
+  char *username;        /* PSK identity; default: the login name */
+  char *hostname;        /* name to verify; NULL = the address's host */
+  gboolean no_verify;    /* --tls-verify-peer=0 (anon-like; discouraged) */
+} NbdcTlsConfig;
+
+void nbdc_tls_config_clear (NbdcTlsConfig *cfg);
+void nbdc_tls_config_copy (NbdcTlsConfig *dst, const NbdcTlsConfig *src);
+
+/* Performs the TLS handshake on fd. hostname is what to verify against
+ * (cfg->hostname wins; NULL with no override for Unix sockets = verify the
+ * chain only). On success the returned transport owns fd. */
+NbdTransport *nbdc_tls_start (int fd, const NbdcTlsConfig *cfg,
+                              const char *hostname, gint64 deadline,
+                              GError **error);
+
+#endif

@@ -1,0 +1,63 @@
+/* nbdfs — the byte transport under the protocol: plain socket or gnutls.
+ *
+ * All handshake and transmission I/O goes through NbdTransport so TLS slots
+ * in after NBD_OPT_STARTTLS without the protocol code noticing (cf. libnbd's
+ * struct socket_ops). One thread may receive while another sends.
+ */
+#ifndef NBDCLIENT_TRANSPORT_H
+#define NBDCLIENT_TRANSPORT_H
+
+#include <glib.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+typedef struct NbdTransport NbdTransport;
+
+typedef struct {
+  /* Like recv(2)/send(2) on a blocking socket: >0 bytes, 0 at EOF (recv),
+   * -1 with errno set. May return fewer bytes than asked. */
+  ssize_t (*recv) (NbdTransport *t, void *buf, size_t len);
+  ssize_t (*send) (NbdTransport *t, const void *buf, size_t len);
+  ssize_t (*sendv) (NbdTransport *t, const struct iovec *iov, int iovcnt);
+  /* TRUE if bytes are already buffered inside the transport (TLS records),
+   * so a poll() on the fd would wrongly block. */
+  gboolean (*pending) (NbdTransport *t);
+  /* Stops both directions (wakes a blocked reader); idempotent. */
+  void (*shutdown) (NbdTransport *t);
+  /* Releases private state; the fd is closed by nbdc_transport_free. */
+  void (*free_priv) (NbdTransport *t);
+  const char *name;      /* "plain", "tls" */
+} NbdTransportOps;
+
+struct NbdTransport {
+  const NbdTransportOps *ops;
+  int fd;                /* the socket underneath; -1 once stolen */
+  void *priv;            /* TLS session etc. */
+};
+
+NbdTransport *nbdc_transport_plain_new (int fd);
+gboolean nbdc_transport_is_tls (const NbdTransport *t);
+/* Closes everything. NULL is fine. */
+void nbdc_transport_free (NbdTransport *t);
+/* Plain transports only: takes the fd out (for the kernel), frees the rest. */
+int nbdc_transport_steal_fd (NbdTransport *t);
+void nbdc_transport_shutdown (NbdTransport *t);
+
+/* Blocking helpers for the handshake. deadline is g_get_monotonic_time()
+ * based (microseconds), 0 = none; past it, NBDFS_ERROR_TIMEOUT. "what" names
+ * what was being read, for the message ("reading option reply header"). A
+ * clean EOF is "server closed the connection while <what>". */
+gboolean nbdc_read_full (NbdTransport *t, void *buf, size_t len,
+                         gint64 deadline, const char *what, GError **error);
+gboolean nbdc_write_full (NbdTransport *t, const void *buf, size_t len,
+                          gint64 deadline, const char *what, GError **error);
+/* Reads and throws away len bytes (skipping unknown payloads). */
+gboolean nbdc_discard (NbdTransport *t, size_t len, gint64 deadline,
+                       const char *what, GError **error);
+
+/* errno-style variants for the transmission path (no GError per request):
+ * return 0, or an errno (ECONNRESET for EOF, ETIMEDOUT past deadline). */
+int nbdc_recv_all (NbdTransport *t, void *buf, size_t len, gint64 deadline);
+int nbdc_sendv_all (NbdTransport *t, struct iovec *iov, int iovcnt);
+
+#endif
