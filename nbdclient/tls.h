@@ -26,7 +26,8 @@ void nbdc_tls_config_copy (NbdcTlsConfig *dst, const NbdcTlsConfig *src);
 
 /* Performs the TLS handshake on fd. hostname is what to verify against
  * (cfg->hostname wins; NULL with no override for Unix sockets = verify the
- * chain only). On success the returned transport owns fd. */
+ * chain only). On success the returned transport owns fd; on failure fd
+ * is left open and the caller closes it (negotiate does). */
 NbdTransport *nbdc_tls_start (int fd, const NbdcTlsConfig *cfg,
                               const char *hostname, gint64 deadline,
                               GError **error);

@@ -1,0 +1,47 @@
+/* nbdfs --list ADDRESS [--json]: the server's exports (NBD_OPT_LIST). */
+#include <stdio.h>
+
+#include "fuse/cli.h"
+#include "fuse/json.h"
+#include "nbdclient/error.h"
+
+int
+nbdfs_cmd_list (NbdfsCli *cli, GError **error)
+{
+  g_autoptr (GPtrArray) entries = NULL;
+  if (!nbdc_list_exports (&cli->nbd, &entries, error))
+    return -1;
+
+  g_autoptr (GString) out = g_string_new (NULL);
+  if (cli->json) {
+    g_string_append (out, "[");
+    for (guint i = 0; i < entries->len; i++) {
+      NbdExportEntry *e = entries->pdata[i];
+      g_string_append (out, i ? ",\n  {" : "\n  {");
+      g_string_append (out, "\"name\": ");
+      nbdfs_json_append_string (out, e->name);
+      g_string_append (out, ", \"description\": ");
+      nbdfs_json_append_string (out, e->description);
+      g_string_append (out, "}");
+    }
+    g_string_append (out, entries->len ? "\n]\n" : "]\n");
+  }
+  else {
+    /* One export per line; its description after a tab, if any. Names
+     * are escaped (nbdc_escape_text), so one line is one export. */
+    for (guint i = 0; i < entries->len; i++) {
+      NbdExportEntry *e = entries->pdata[i];
+      g_string_append (out, e->name);
+      if (e->description && *e->description)
+        g_string_append_printf (out, "\t%s", e->description);
+      g_string_append_c (out, '\n');
+    }
+  }
+  fputs (out->str, stdout);
+  if (fflush (stdout) != 0 || ferror (stdout)) {
+    g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_FAILED,
+                 "writing the export list failed");
+    return -1;
+  }
+  return 0;
+}

@@ -1,0 +1,29 @@
+/* nbdfs — JSON string escaping (RFC 8259 section 7). */
+#include "fuse/json.h"
+
+void
+nbdfs_json_append_string (GString *out, const char *s)
+{
+  g_string_append_c (out, '"');
+  if (s == NULL)
+    s = "";
+  g_autofree char *valid = g_utf8_make_valid (s, -1);
+  for (const char *p = valid; *p; p++) {
+    unsigned char c = (unsigned char) *p;
+    switch (c) {
+    case '"': g_string_append (out, "\\\""); break;
+    case '\\': g_string_append (out, "\\\\"); break;
+    case '\n': g_string_append (out, "\\n"); break;
+    case '\r': g_string_append (out, "\\r"); break;
+    case '\t': g_string_append (out, "\\t"); break;
+    case '\b': g_string_append (out, "\\b"); break;
+    case '\f': g_string_append (out, "\\f"); break;
+    default:
+      if (c < 0x20 || c == 0x7f)
+        g_string_append_printf (out, "\\u%04x", c);
+      else
+        g_string_append_c (out, c);
+    }
+  }
+  g_string_append_c (out, '"');
+}

@@ -1,0 +1,12 @@
+/* nbdfs — a tiny JSON string writer for --json output (json-glib is not a
+ * dependency: we only ever write flat objects of strings and numbers). */
+#ifndef NBDFS_JSON_H
+#define NBDFS_JSON_H
+
+#include <glib.h>
+
+/* Appends s as a JSON string literal (quotes included). Bytes that are
+ * not valid UTF-8 become U+FFFD, so the output is always valid JSON. */
+void nbdfs_json_append_string (GString *out, const char *s);
+
+#endif

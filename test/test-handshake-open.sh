@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# nbdc_open() (connect + full handshake) against nbdkit: fixed newstyle
+# with and without structured replies, oldstyle, block sizes, TCP.
+# timeout: 60
+source "$SRCDIR/test/functions.sh"
+requires nbdkit --version
+requires_nbdkit_plugin memory
+requires_nbdkit_filter blocksize-policy
+
+sock=$tmp/sock
+start_nbdkit "$sock" --filter=blocksize-policy memory 64M \
+  blocksize-minimum=512 blocksize-preferred=4096 blocksize-maximum=1M
+out=$("$TOOLS/nbdc-open" "$sock")
+echo "$out"
+grep -qx size=67108864 <<<"$out" || fail "size"
+grep -qx min_block=512 <<<"$out" || fail "min block"
+grep -qx pref_block=4096 <<<"$out" || fail "pref block"
+grep -qx max_block=1048576 <<<"$out" || fail "max block"
+grep -qx block_size_from_server=1 <<<"$out" || fail "block sizes from server"
+grep -qx structured=1 <<<"$out" || fail "structured"
+grep -qx base_allocation=1 <<<"$out" || fail "base:allocation"
+grep -qx style=2 <<<"$out" || fail "fixed newstyle"
+grep -qx used_export_name=0 <<<"$out" || fail "used GO"
+
+out=$("$TOOLS/nbdc-open" "$sock" no-sr)
+grep -qx structured=0 <<<"$out" || fail "no-sr"
+grep -qx base_allocation=0 <<<"$out" || fail "no meta without sr"
+
+# Oldstyle (nbdkit --oldstyle); TLS required must refuse it.
+sock2=$tmp/sock2
+start_nbdkit "$sock2" --oldstyle memory 1M
+out=$("$TOOLS/nbdc-open" "$sock2")
+grep -qx size=1048576 <<<"$out" || fail "oldstyle size"
+grep -qx style=0 <<<"$out" || fail "oldstyle style"
+expect_fail_with "TLS is required.*oldstyle" "$TOOLS/nbdc-open" "$sock2" require
+
+# The server without structured replies (nbdkit --no-sr).
+sock3=$tmp/sock3
+start_nbdkit "$sock3" --no-sr memory 2M
+out=$("$TOOLS/nbdc-open" "$sock3")
+grep -qx size=2097152 <<<"$out" || fail "no-sr size"
+grep -qx structured=0 <<<"$out" || fail "server no-sr"
+
+# TCP on loopback.
+port=$(free_port)
+pidf=$tmp/tcp.pid
+nbdkit -i 127.0.0.1 -p "$port" -P "$pidf" memory 3M
+wait_for test -s "$pidf"
+cleanup_fn kill_pid "$(cat "$pidf")"
+wait_for "$TOOLS/nbdc-open" "nbd://127.0.0.1:$port/"
+out=$("$TOOLS/nbdc-open" "nbd://127.0.0.1:$port/")
+grep -qx size=3145728 <<<"$out" || fail "tcp size"
