@@ -1,0 +1,936 @@
+/* nbdfs — one connection in transmission phase: the in-flight table, the
+ * sender thread and the reply reader (nbd-proto.md "Transmission",
+ * "Structured reply chunk message", "Structured reply types").
+ *
+ * Threads and ownership (why there is a sender thread at all): a done()
+ * callback runs on the reader and may submit more work (read-modify-write
+ * does). If the reader itself wrote to the socket it could block on a full
+ * send buffer while the server blocks on a full reply buffer: deadlock. So
+ * submitters only queue; the sender thread writes; the reader only reads.
+ *
+ * Only the reader completes an in-flight request or tears the connection
+ * down, because only it knows whether it is writing into a request's
+ * buffer right now. Others (sender on a send error, nbdc_conn_kill) record
+ * a reason and shut the transport down; the reader then sees the failure
+ * and does the rest.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <string.h>
+#include "nbdclient/conn.h"
+#include "nbdclient/names.h"
+#include "nbdclient/protocol.h"
+
+/* Our own caps on what a server may make us read (nbd-proto.md: "A server
+ * MUST NOT send a chunk where any variable-length portion ... is larger
+ * than any advertised maximum payload"; "Servers SHOULD NOT send more than
+ * 2^20 extents in a single reply chunk"). */
+#define MAX_STATUS_CHUNK  (4 + 8u * (1u << 20))
+#define MAX_ERROR_CHUNK   (14 + NBD_MAX_ERROR_MESSAGE + 64)
+#define MAX_UNKNOWN_ERROR (64 * 1024)
+/* Non-read replies get this many chunks before we call the reply endless. */
+#define MAX_OTHER_CHUNKS  1024
+#define POLL_STEP_MS      1000
+
+typedef struct {
+  uint64_t start, end;
+} Range;
+
+typedef struct {
+  NbdcCmd cmd;
+  uint32_t slot;
+  int err;                    /* first error chunk's errno */
+  GArray *covered;            /* READ: sorted, merged Ranges */
+  uint64_t covered_bytes;
+  unsigned chunks;
+  gboolean got_status;
+  gboolean sending;           /* the sender is still writing it */
+  gboolean finished;          /* reply done while sending: sender completes */
+  int final_err;
+  gboolean final_salvage;
+} NbdcReq;
+
+typedef struct {
+  NbdcReq *req;               /* NULL = free */
+  uint32_t gen;
+} Slot;
+
+struct NbdConn {
+  NbdTransport *t;
+  char *name;
+  gboolean structured;
+  gboolean base_allocation;
+  uint32_t base_allocation_id;
+  unsigned depth;
+  unsigned timeout;
+  NbdcSalvageFn salvage;
+  NbdcDeadFn dead_fn;
+  void *opaque;
+  gboolean debug;
+
+  GMutex lock;
+  GCond cond;                 /* sender: work or slot available, or stop */
+  GCond idle;                 /* drain: nothing queued or in flight */
+  GQueue queue;               /* NbdcReq not yet in the table */
+  Slot *slots;
+  uint32_t *free_slots;
+  unsigned n_free;
+  unsigned in_flight;
+  gint64 last_progress;       /* monotonic us */
+  gboolean dead;              /* torn down by the reader */
+  gboolean broken;            /* someone asked for teardown */
+  char *broken_reason;
+  gboolean stopping;          /* nbdc_conn_free in progress */
+
+  GThread *reader;
+  GThread *sender;
+};
+
+static void
+req_free (NbdcReq *req)
+{
+  if (req->covered)
+    g_array_free (req->covered, TRUE);
+  g_free (req);
+}
+
+/* Calls done or salvage outside any lock, then frees. */
+static void
+req_finish (NbdConn *c, NbdcReq *req, int err, gboolean salvage)
+{
+  if (salvage && c->salvage)
+    c->salvage (c->opaque, c, &req->cmd);
+  else
+    req->cmd.done (req->cmd.opaque, err);
+  req_free (req);
+}
+
+static void
+conn_shutdown_transport (NbdConn *c)
+{
+  if (c->t->ops->shutdown)
+    c->t->ops->shutdown (c->t);
+}
+
+/* ---- receiving ---- */
+
+typedef enum {
+  RECV_OK = 0,
+  RECV_EOF,
+  RECV_ERROR,
+  RECV_TIMEOUT,
+} RecvResult;
+
+/* Waits until the fd is readable. At a message boundary with nothing in
+ * flight there is no deadline; otherwise request_timeout seconds without
+ * any byte from the server is a timeout. */
+static RecvResult
+conn_wait (NbdConn *c, gboolean boundary)
+{
+  if (c->t->ops->pending && c->t->ops->pending (c->t))
+    return RECV_OK;
+  for (;;) {
+    int ms = -1;
+    if (c->timeout) {
+      gint64 now = g_get_monotonic_time ();
+      g_mutex_lock (&c->lock);
+      gboolean owed = !boundary || c->in_flight > 0;
+      gint64 deadline = c->last_progress + (gint64) c->timeout * G_USEC_PER_SEC;
+      g_mutex_unlock (&c->lock);
+      if (owed && now >= deadline)
+        return RECV_TIMEOUT;
+      ms = POLL_STEP_MS;
+      if (owed && (deadline - now) / 1000 + 1 < ms)
+        ms = (deadline - now) / 1000 + 1;
+    }
+    struct pollfd pfd = { .fd = c->t->fd, .events = POLLIN };
+    int r = poll (&pfd, 1, ms);
+    if (r > 0)
+      return RECV_OK;
+    if (r < 0 && errno != EINTR)
+      return RECV_ERROR;
+  }
+}
+
+/* Reads exactly len bytes. *errp gets errno for RECV_ERROR. */
+static RecvResult
+conn_recv (NbdConn *c, void *buf, size_t len, gboolean boundary, int *errp)
+{
+  char *p = buf;
+  while (len > 0) {
+    RecvResult w = conn_wait (c, boundary);
+    if (w != RECV_OK) {
+      *errp = errno;
+      return w;
+    }
+    ssize_t r = c->t->ops->recv (c->t, p, len);
+    if (r == 0)
+      return RECV_EOF;
+    if (r < 0) {
+      if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)
+        continue;
+      *errp = errno;
+      return RECV_ERROR;
+    }
+    p += r;
+    len -= r;
+    boundary = FALSE;
+    if (c->timeout) {
+      g_mutex_lock (&c->lock);
+      c->last_progress = g_get_monotonic_time ();
+      g_mutex_unlock (&c->lock);
+    }
+  }
+  return RECV_OK;
+}
+
+/* ---- the reader's failure reasons ---- */
+
+typedef struct {
+  gboolean violation;         /* protocol violation (never salvaged) */
+  gboolean clean;             /* EOF after we asked to stop */
+  char *why;
+} Death;
+
+static gboolean G_GNUC_PRINTF (2, 3)
+violation (Death *d, const char *fmt, ...)
+{
+  va_list ap;
+  va_start (ap, fmt);
+  char *msg = g_strdup_vprintf (fmt, ap);
+  va_end (ap);
+  d->violation = TRUE;
+  d->why = g_strdup_printf ("server broke the protocol: %s", msg);
+  g_free (msg);
+  return FALSE;
+}
+
+/* Turns a failed conn_recv into a reason. Returns FALSE. */
+static gboolean
+lost (NbdConn *c, Death *d, RecvResult r, int err, const char *what)
+{
+  g_mutex_lock (&c->lock);
+  gboolean stopping = c->stopping;
+  char *reason = g_strdup (c->broken_reason);
+  g_mutex_unlock (&c->lock);
+
+  if (reason) {
+    d->why = reason;
+    return FALSE;
+  }
+  switch (r) {
+  case RECV_EOF:
+    if (stopping)
+      d->clean = TRUE;
+    d->why = g_strdup_printf ("server closed the connection while %s", what);
+    break;
+  case RECV_TIMEOUT:
+    d->why = g_strdup_printf ("no data from the server for %u s while %s",
+                              c->timeout, what);
+    break;
+  default:
+    if (stopping)
+      d->clean = TRUE;
+    d->why = g_strdup_printf ("%s: %s", what, g_strerror (err));
+    break;
+  }
+  return FALSE;
+}
+
+#define RECV(c, d, buf, len, boundary, what)                             \
+  do {                                                                   \
+    int err_ = 0;                                                        \
+    RecvResult r_ = conn_recv ((c), (buf), (len), (boundary), &err_);    \
+    if (r_ != RECV_OK)                                                   \
+      return lost ((c), (d), r_, err_, (what));                          \
+  } while (0)
+
+/* Reads and drops len bytes (bounded by the caller). */
+static gboolean
+conn_skip (NbdConn *c, Death *d, uint64_t len, const char *what)
+{
+  char buf[4096];
+  while (len > 0) {
+    size_t n = MIN (len, sizeof buf);
+    RECV (c, d, buf, n, FALSE, what);
+    len -= n;
+  }
+  return TRUE;
+}
+
+/* ---- the in-flight table ---- */
+
+static uint64_t
+cookie_of (const Slot *s, uint32_t idx)
+{
+  return ((uint64_t) s->gen << 32) | idx;
+}
+
+/* The request a reply names, or NULL for a free slot, an out-of-range
+ * index or an older generation (stale or forged cookie). The request stays
+ * in its slot until this (reader) thread removes it. */
+static NbdcReq *
+conn_lookup (NbdConn *c, uint64_t cookie)
+{
+  uint32_t idx = cookie & 0xffffffff;
+  uint32_t gen = cookie >> 32;
+  NbdcReq *req = NULL;
+  g_mutex_lock (&c->lock);
+  if (idx < c->depth && c->slots[idx].req && c->slots[idx].gen == gen)
+    req = c->slots[idx].req;
+  g_mutex_unlock (&c->lock);
+  return req;
+}
+
+/* The reply to req is complete: free its slot and call done. */
+static void
+conn_complete (NbdConn *c, NbdcReq *req, int err)
+{
+  if (c->debug)
+    g_debug ("%s: cookie 0x%" G_GINT64_MODIFIER "x: %s offset %"
+             G_GUINT64_FORMAT " count %" G_GUINT32_FORMAT " -> %s",
+             c->name, cookie_of (&c->slots[req->slot], req->slot),
+             nbdc_cmd_name (req->cmd.type), req->cmd.offset, req->cmd.count,
+             err ? g_strerror (err) : "ok");
+  g_mutex_lock (&c->lock);
+  c->slots[req->slot].req = NULL;
+  c->free_slots[c->n_free++] = req->slot;
+  c->in_flight--;
+  g_cond_signal (&c->cond);
+  if (c->in_flight == 0 && c->queue.length == 0)
+    g_cond_broadcast (&c->idle);
+  if (req->sending) {
+    req->finished = TRUE;
+    req->final_err = err;
+    g_mutex_unlock (&c->lock);
+    return;
+  }
+  g_mutex_unlock (&c->lock);
+  req_finish (c, req, err, FALSE);
+}
+
+/* ---- reply parsing ---- */
+
+static gboolean
+conn_handle_simple (NbdConn *c, Death *d, const uint8_t *hdr)
+{
+  struct nbd_simple_reply r;
+  memcpy (&r, hdr, sizeof r);
+  uint32_t error = GUINT32_FROM_BE (r.error);
+  uint64_t cookie = GUINT64_FROM_BE (r.cookie);
+
+  NbdcReq *req = conn_lookup (c, cookie);
+  if (!req)
+    return violation (d, "simple reply with unknown cookie 0x%"
+                      G_GINT64_MODIFIER "x", cookie);
+  if (req->chunks > 0)
+    return violation (d, "simple reply in the middle of a structured reply "
+                      "(cookie 0x%" G_GINT64_MODIFIER "x)", cookie);
+  if (req->cmd.type == NBD_CMD_READ) {
+    /* "MUST NOT use a simple reply for NBD_CMD_READ" once negotiated. */
+    if (c->structured)
+      return violation (d, "simple reply to a read although structured "
+                        "replies were negotiated");
+    if (error == 0)
+      RECV (c, d, req->cmd.buf, req->cmd.count, FALSE, "reading read data");
+  }
+  int err = error ? nbdc_errno_from_nbd (error) : 0;
+  if (error && c->debug)
+    g_debug ("%s: %s failed: server sent error %" G_GUINT32_FORMAT " (%s)",
+             c->name, nbdc_cmd_name (req->cmd.type), error,
+             nbdc_err_name (error));
+  conn_complete (c, req, err);
+  return TRUE;
+}
+
+/* Marks [start, start+len) of a read as covered; FALSE if it overlaps an
+ * earlier content chunk ("MUST NOT overlap with the bounds of any earlier
+ * content chunk"). */
+static gboolean
+req_cover (NbdcReq *req, uint64_t start, uint64_t len)
+{
+  if (!req->covered)
+    req->covered = g_array_new (FALSE, FALSE, sizeof (Range));
+  GArray *a = req->covered;
+  Range n = { start, start + len };
+  /* First range starting after n.start. */
+  guint lo = 0, hi = a->len;
+  while (lo < hi) {
+    guint mid = (lo + hi) / 2;
+    if (g_array_index (a, Range, mid).start <= start)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  if (lo > 0 && g_array_index (a, Range, lo - 1).end > n.start)
+    return FALSE;
+  if (lo < a->len && g_array_index (a, Range, lo).start < n.end)
+    return FALSE;
+  gboolean merge_prev = lo > 0 && g_array_index (a, Range, lo - 1).end == n.start;
+  gboolean merge_next = lo < a->len && g_array_index (a, Range, lo).start == n.end;
+  if (merge_prev && merge_next) {
+    g_array_index (a, Range, lo - 1).end = g_array_index (a, Range, lo).end;
+    g_array_remove_index (a, lo);
+  }
+  else if (merge_prev)
+    g_array_index (a, Range, lo - 1).end = n.end;
+  else if (merge_next)
+    g_array_index (a, Range, lo).start = n.start;
+  else
+    g_array_insert_val (a, lo, n);
+  req->covered_bytes += len;
+  return TRUE;
+}
+
+/* Checks a content chunk's range against the request. */
+static gboolean
+check_content (NbdcReq *req, Death *d, const char *kind, uint64_t off,
+               uint64_t len)
+{
+  uint64_t start = req->cmd.offset, count = req->cmd.count;
+  if (off < start || off - start > count || len > count - (off - start))
+    return violation (d, "%s chunk [%" G_GUINT64_FORMAT ", +%"
+                      G_GUINT64_FORMAT ") outside the requested range [%"
+                      G_GUINT64_FORMAT ", +%" G_GUINT64_FORMAT ")",
+                      kind, off, len, start, count);
+  if (!req_cover (req, off, len))
+    return violation (d, "%s chunk [%" G_GUINT64_FORMAT ", +%"
+                      G_GUINT64_FORMAT ") overlaps an earlier chunk",
+                      kind, off, len);
+  return TRUE;
+}
+
+static gboolean
+conn_chunk_data (NbdConn *c, Death *d, NbdcReq *req, uint32_t length)
+{
+  if (req->cmd.type != NBD_CMD_READ)
+    return violation (d, "offset data chunk in reply to %s",
+                      nbdc_cmd_name (req->cmd.type));
+  if (length < 9)
+    return violation (d, "offset data chunk of length %" G_GUINT32_FORMAT
+                      " (must be at least 9)", length);
+  uint64_t off;
+  RECV (c, d, &off, 8, FALSE, "reading offset data chunk");
+  off = GUINT64_FROM_BE (off);
+  uint64_t len = length - 8;
+  if (!check_content (req, d, "offset data", off, len))
+    return FALSE;
+  RECV (c, d, (char *) req->cmd.buf + (off - req->cmd.offset), len, FALSE,
+        "reading read data");
+  return TRUE;
+}
+
+static gboolean
+conn_chunk_hole (NbdConn *c, Death *d, NbdcReq *req, uint32_t length)
+{
+  if (req->cmd.type != NBD_CMD_READ)
+    return violation (d, "offset hole chunk in reply to %s",
+                      nbdc_cmd_name (req->cmd.type));
+  if (length != 12)
+    return violation (d, "offset hole chunk of length %" G_GUINT32_FORMAT
+                      " (must be 12)", length);
+  struct nbd_structured_reply_offset_hole h;
+  RECV (c, d, &h, sizeof h, FALSE, "reading offset hole chunk");
+  uint64_t off = GUINT64_FROM_BE (h.offset);
+  uint32_t len = GUINT32_FROM_BE (h.length);
+  if (len == 0)
+    return violation (d, "offset hole chunk of size 0");
+  if (!check_content (req, d, "offset hole", off, len))
+    return FALSE;
+  memset ((char *) req->cmd.buf + (off - req->cmd.offset), 0, len);
+  return TRUE;
+}
+
+static gboolean
+conn_chunk_status (NbdConn *c, Death *d, NbdcReq *req, uint32_t length)
+{
+  if (req->cmd.type != NBD_CMD_BLOCK_STATUS)
+    return violation (d, "block status chunk in reply to %s",
+                      nbdc_cmd_name (req->cmd.type));
+  if (length < 12 || (length - 4) % 8 != 0 || length > MAX_STATUS_CHUNK)
+    return violation (d, "block status chunk of length %" G_GUINT32_FORMAT,
+                      length);
+  uint32_t id;
+  RECV (c, d, &id, 4, FALSE, "reading block status chunk");
+  id = GUINT32_FROM_BE (id);
+  if (!c->base_allocation || id != c->base_allocation_id)
+    return violation (d, "block status for metadata context %"
+                      G_GUINT32_FORMAT ", which we did not negotiate", id);
+  if (req->got_status)
+    return violation (d, "second block status chunk for one context");
+  req->got_status = TRUE;
+  uint32_t n = (length - 4) / 8;
+  if ((req->cmd.flags & NBD_CMD_FLAG_REQ_ONE) && n != 1)
+    return violation (d, "%" G_GUINT32_FORMAT " extents although we asked "
+                      "for one (NBD_CMD_FLAG_REQ_ONE)", n);
+  uint64_t pos = req->cmd.offset, end = req->cmd.offset + req->cmd.count;
+  struct nbd_block_descriptor batch[256];
+  while (n > 0) {
+    uint32_t k = MIN (n, G_N_ELEMENTS (batch));
+    RECV (c, d, batch, k * sizeof batch[0], FALSE, "reading extents");
+    for (uint32_t i = 0; i < k; i++) {
+      uint32_t len = GUINT32_FROM_BE (batch[i].length);
+      uint32_t flags = GUINT32_FROM_BE (batch[i].status_flags);
+      if (len == 0)
+        return violation (d, "block status extent of length 0");
+      /* "the sum of the length fields of the first N-1 extents (if any)
+       * MUST be less than the requested length" */
+      if (pos >= end)
+        return violation (d, "block status extents go past the requested "
+                          "length %" G_GUINT32_FORMAT, req->cmd.count);
+      uint64_t clipped = MIN ((uint64_t) len, end - pos);
+      if (req->cmd.extent)
+        req->cmd.extent (req->cmd.opaque, pos, clipped, flags);
+      pos += clipped;
+    }
+    n -= k;
+  }
+  return TRUE;
+}
+
+/* NBD_REPLY_TYPE_ERROR, _ERROR_OFFSET and unknown error types. */
+static gboolean
+conn_chunk_error (NbdConn *c, Death *d, NbdcReq *req, uint16_t type,
+                  uint32_t length)
+{
+  gboolean known = type == NBD_REPLY_TYPE_ERROR
+    || type == NBD_REPLY_TYPE_ERROR_OFFSET;
+  uint32_t fixed = type == NBD_REPLY_TYPE_ERROR_OFFSET ? 14 : 6;
+  if (length < fixed)
+    return violation (d, "%s chunk of length %" G_GUINT32_FORMAT
+                      " (must be at least %" G_GUINT32_FORMAT ")",
+                      nbdc_reply_type_name (type), length, fixed);
+  if (length > (known ? MAX_ERROR_CHUNK : MAX_UNKNOWN_ERROR))
+    return violation (d, "%s chunk of length %" G_GUINT32_FORMAT
+                      " is too long", nbdc_reply_type_name (type), length);
+  struct nbd_structured_reply_error e;
+  RECV (c, d, &e, sizeof e, FALSE, "reading error chunk");
+  uint32_t error = GUINT32_FROM_BE (e.error);
+  uint16_t msglen = GUINT16_FROM_BE (e.len);
+  if (msglen > length - fixed)
+    return violation (d, "error message length %u does not fit in a "
+                      "chunk of length %" G_GUINT32_FORMAT, msglen, length);
+  if (msglen > NBD_MAX_ERROR_MESSAGE)
+    return violation (d, "error message length %u exceeds %u",
+                      msglen, NBD_MAX_ERROR_MESSAGE);
+  char msg[NBD_MAX_ERROR_MESSAGE];
+  RECV (c, d, msg, msglen, FALSE, "reading error message");
+  uint32_t rest = length - 6 - msglen;
+  if (type == NBD_REPLY_TYPE_ERROR_OFFSET) {
+    if (rest != 8)
+      return violation (d, "error offset chunk with %" G_GUINT32_FORMAT
+                        " trailing bytes (must be 8)", rest);
+    uint64_t off;
+    RECV (c, d, &off, 8, FALSE, "reading error offset");
+    off = GUINT64_FROM_BE (off);
+    if (off < req->cmd.offset || off - req->cmd.offset >= req->cmd.count)
+      return violation (d, "error offset %" G_GUINT64_FORMAT " outside the "
+                        "requested range [%" G_GUINT64_FORMAT ", +%"
+                        G_GUINT32_FORMAT ")", off, req->cmd.offset,
+                        req->cmd.count);
+  }
+  else if (!conn_skip (c, d, rest, "reading error chunk"))
+    return FALSE;
+  if (error == 0)
+    return violation (d, "%s chunk with error 0",
+                      nbdc_reply_type_name (type));
+
+  int err = known ? nbdc_errno_from_nbd (error) : EIO;
+  if (!req->err)
+    req->err = err;
+  if (c->debug || !known) {
+    g_autofree char *text = nbdc_escape_text (msg, msglen, 200);
+    if (known)
+      g_debug ("%s: %s failed: server sent error %" G_GUINT32_FORMAT
+               " (%s)%s%s", c->name, nbdc_cmd_name (req->cmd.type), error,
+               nbdc_err_name (error), msglen ? ": " : "", text);
+    else
+      g_warning ("%s: unknown error chunk type %u in reply to %s%s%s",
+                 c->name, type, nbdc_cmd_name (req->cmd.type),
+                 msglen ? ": " : "", text);
+  }
+  return TRUE;
+}
+
+static gboolean
+conn_handle_structured (NbdConn *c, Death *d, const uint8_t *hdr)
+{
+  struct nbd_structured_reply r;
+  memcpy (&r, hdr, sizeof r);
+  uint16_t flags = GUINT16_FROM_BE (r.flags);
+  uint16_t type = GUINT16_FROM_BE (r.type);
+  uint64_t cookie = GUINT64_FROM_BE (r.cookie);
+  uint32_t length = GUINT32_FROM_BE (r.length);
+
+  if (!c->structured)
+    return violation (d, "structured reply although structured replies "
+                      "were not negotiated");
+  NbdcReq *req = conn_lookup (c, cookie);
+  if (!req)
+    return violation (d, "%s chunk with unknown cookie 0x%"
+                      G_GINT64_MODIFIER "x", nbdc_reply_type_name (type),
+                      cookie);
+  /* A read's content chunks cannot outnumber its bytes; anything else has
+   * few chunks. More than that is a reply that never ends. */
+  uint64_t limit = req->cmd.type == NBD_CMD_READ
+    ? (uint64_t) req->cmd.count + 16 : MAX_OTHER_CHUNKS;
+  if (++req->chunks > limit)
+    return violation (d, "reply to %s never ends (more than %"
+                      G_GUINT64_FORMAT " chunks)",
+                      nbdc_cmd_name (req->cmd.type), limit);
+
+  gboolean ok;
+  switch (type) {
+  case NBD_REPLY_TYPE_NONE:
+    if (length != 0)
+      return violation (d, "none chunk of length %" G_GUINT32_FORMAT, length);
+    if (!(flags & NBD_REPLY_FLAG_DONE))
+      return violation (d, "none chunk without the done flag");
+    ok = TRUE;
+    break;
+  case NBD_REPLY_TYPE_OFFSET_DATA:
+    ok = conn_chunk_data (c, d, req, length);
+    break;
+  case NBD_REPLY_TYPE_OFFSET_HOLE:
+    ok = conn_chunk_hole (c, d, req, length);
+    break;
+  case NBD_REPLY_TYPE_BLOCK_STATUS:
+    ok = conn_chunk_status (c, d, req, length);
+    break;
+  default:
+    if (NBD_REPLY_TYPE_IS_ERR (type)) {
+      ok = conn_chunk_error (c, d, req, type, length);
+      break;
+    }
+    return violation (d, "unexpected chunk type %u (%s) in reply to %s",
+                      type, nbdc_reply_type_name (type),
+                      nbdc_cmd_name (req->cmd.type));
+  }
+  if (!ok)
+    return FALSE;
+  if (!(flags & NBD_REPLY_FLAG_DONE))
+    return TRUE;
+
+  int err = req->err;
+  if (!err && req->cmd.type == NBD_CMD_READ
+      && req->covered_bytes != req->cmd.count)
+    return violation (d, "read reply ended with %" G_GUINT64_FORMAT " of %"
+                      G_GUINT32_FORMAT " bytes covered",
+                      req->covered_bytes, req->cmd.count);
+  if (!err && req->cmd.type == NBD_CMD_BLOCK_STATUS && !req->got_status)
+    return violation (d, "block status reply without a status chunk");
+  conn_complete (c, req, err);
+  return TRUE;
+}
+
+/* Tears the connection down: every request still here completes with EIO
+ * (or is salvaged). Reader thread only. */
+static void
+conn_die (NbdConn *c, Death *d)
+{
+  GPtrArray *done = g_ptr_array_new ();
+  gboolean salvage = c->salvage && !d->violation && !d->clean;
+
+  g_mutex_lock (&c->lock);
+  c->dead = TRUE;
+  unsigned n = c->in_flight + c->queue.length;
+  for (unsigned i = 0; i < c->depth; i++) {
+    NbdcReq *req = c->slots[i].req;
+    if (!req)
+      continue;
+    c->slots[i].req = NULL;
+    if (req->sending) {
+      req->finished = TRUE;
+      req->final_err = EIO;
+      req->final_salvage = salvage;
+    }
+    else
+      g_ptr_array_add (done, req);
+  }
+  c->in_flight = 0;
+  NbdcReq *req;
+  while ((req = g_queue_pop_head (&c->queue)))
+    g_ptr_array_add (done, req);
+  gboolean stopping = c->stopping;
+  g_cond_broadcast (&c->cond);
+  g_cond_broadcast (&c->idle);
+  g_mutex_unlock (&c->lock);
+
+  conn_shutdown_transport (c);
+  if (!d->clean || n > 0)
+    g_warning ("%s: %s; %s %u request(s)", c->name, d->why,
+               salvage ? "retrying" : "failing with EIO", n);
+  for (guint i = 0; i < done->len; i++)
+    req_finish (c, done->pdata[i], EIO, salvage);
+  g_ptr_array_free (done, TRUE);
+  if (c->dead_fn && !stopping)
+    c->dead_fn (c->opaque, c);
+}
+
+static gpointer
+conn_reader (gpointer data)
+{
+  NbdConn *c = data;
+  Death d = { 0 };
+  for (;;) {
+    uint8_t hdr[sizeof (struct nbd_structured_reply)];
+    int err = 0;
+    RecvResult r = conn_recv (c, hdr, 4, TRUE, &err);
+    if (r != RECV_OK) {
+      lost (c, &d, r, err, "waiting for a reply");
+      break;
+    }
+    uint32_t magic;
+    memcpy (&magic, hdr, 4);
+    magic = GUINT32_FROM_BE (magic);
+    gboolean ok;
+    if (magic == NBD_SIMPLE_REPLY_MAGIC) {
+      r = conn_recv (c, hdr + 4, sizeof (struct nbd_simple_reply) - 4, FALSE,
+                     &err);
+      ok = r == RECV_OK ? conn_handle_simple (c, &d, hdr)
+        : lost (c, &d, r, err, "reading a reply header");
+    }
+    else if (magic == NBD_STRUCTURED_REPLY_MAGIC) {
+      r = conn_recv (c, hdr + 4, sizeof (struct nbd_structured_reply) - 4,
+                     FALSE, &err);
+      ok = r == RECV_OK ? conn_handle_structured (c, &d, hdr)
+        : lost (c, &d, r, err, "reading a reply header");
+    }
+    else
+      ok = violation (&d, "bad reply magic 0x%08" G_GINT32_MODIFIER "x",
+                      magic);
+    if (!ok)
+      break;
+  }
+  conn_die (c, &d);
+  g_free (d.why);
+  return NULL;
+}
+
+/* ---- sending ---- */
+
+static int
+conn_sendv_all (NbdConn *c, struct iovec *iov, int n)
+{
+  while (n > 0) {
+    ssize_t r = c->t->ops->sendv (c->t, iov, n);
+    if (r < 0) {
+      if (errno == EINTR || errno == EAGAIN)
+        continue;
+      return errno;
+    }
+    while (n > 0 && (size_t) r >= iov->iov_len) {
+      r -= iov->iov_len;
+      iov++;
+      n--;
+    }
+    if (n > 0) {
+      iov->iov_base = (char *) iov->iov_base + r;
+      iov->iov_len -= r;
+    }
+  }
+  return 0;
+}
+
+static int
+conn_send_request (NbdConn *c, const NbdcCmd *cmd, uint64_t cookie)
+{
+  struct nbd_request h = {
+    .magic = GUINT32_TO_BE (NBD_REQUEST_MAGIC),
+    .flags = GUINT16_TO_BE (cmd->flags),
+    .type = GUINT16_TO_BE (cmd->type),
+    .cookie = GUINT64_TO_BE (cookie),
+    .offset = GUINT64_TO_BE (cmd->offset),
+    .count = GUINT32_TO_BE (cmd->count),
+  };
+  struct iovec iov[2] = { { &h, sizeof h }, { cmd->buf, cmd->count } };
+  int n = cmd->type == NBD_CMD_WRITE && cmd->count > 0 ? 2 : 1;
+  return conn_sendv_all (c, iov, n);
+}
+
+static gpointer
+conn_sender (gpointer data)
+{
+  NbdConn *c = data;
+  g_mutex_lock (&c->lock);
+  for (;;) {
+    while (!c->dead && !c->broken
+           && (c->queue.length == 0 || c->n_free == 0)
+           && !(c->stopping && c->queue.length == 0))
+      g_cond_wait (&c->cond, &c->lock);
+    if (c->dead || c->broken || c->queue.length == 0)
+      break;
+    NbdcReq *req = g_queue_pop_head (&c->queue);
+    uint32_t slot = c->free_slots[--c->n_free];
+    Slot *s = &c->slots[slot];
+    s->gen++;
+    s->req = req;
+    req->slot = slot;
+    req->sending = TRUE;
+    if (c->in_flight++ == 0)
+      c->last_progress = g_get_monotonic_time ();
+    uint64_t cookie = cookie_of (s, slot);
+    g_mutex_unlock (&c->lock);
+
+    if (c->debug)
+      g_debug ("%s: cookie 0x%" G_GINT64_MODIFIER "x: sending %s flags 0x%x "
+               "offset %" G_GUINT64_FORMAT " count %" G_GUINT32_FORMAT,
+               c->name, cookie, nbdc_cmd_name (req->cmd.type), req->cmd.flags,
+               req->cmd.offset, req->cmd.count);
+    int err = conn_send_request (c, &req->cmd, cookie);
+
+    g_mutex_lock (&c->lock);
+    req->sending = FALSE;
+    if (err && !c->broken) {
+      c->broken = TRUE;
+      c->broken_reason = g_strdup_printf ("sending %s: %s",
+                                          nbdc_cmd_name (req->cmd.type),
+                                          g_strerror (err));
+    }
+    if (req->finished) {
+      int ferr = req->final_err;
+      gboolean salv = req->final_salvage;
+      g_mutex_unlock (&c->lock);
+      req_finish (c, req, ferr, salv);
+      g_mutex_lock (&c->lock);
+    }
+    if (err) {
+      g_mutex_unlock (&c->lock);
+      conn_shutdown_transport (c);
+      g_mutex_lock (&c->lock);
+    }
+  }
+  g_mutex_unlock (&c->lock);
+  return NULL;
+}
+
+/* ---- public ---- */
+
+NbdConn *
+nbdc_conn_new (NbdTransport *t, const NbdExport *exp,
+               const NbdcConnConfig *cfg)
+{
+  NbdConn *c = g_new0 (NbdConn, 1);
+  c->t = t;
+  c->name = g_strdup (cfg->name ? cfg->name : "connection");
+  c->structured = exp->structured;
+  c->base_allocation = exp->base_allocation;
+  c->base_allocation_id = exp->base_allocation_id;
+  c->depth = cfg->max_in_flight ? cfg->max_in_flight : 64;
+  c->timeout = cfg->request_timeout;
+  c->salvage = cfg->salvage;
+  c->dead_fn = cfg->dead;
+  c->opaque = cfg->opaque;
+  c->debug = !g_log_writer_default_would_drop (G_LOG_LEVEL_DEBUG,
+                                                G_LOG_DOMAIN);
+  g_mutex_init (&c->lock);
+  g_cond_init (&c->cond);
+  g_cond_init (&c->idle);
+  g_queue_init (&c->queue);
+  c->slots = g_new0 (Slot, c->depth);
+  c->free_slots = g_new (uint32_t, c->depth);
+  /* Hand out low slot numbers first (readable cookies in traces). */
+  for (unsigned i = 0; i < c->depth; i++)
+    c->free_slots[i] = c->depth - 1 - i;
+  c->n_free = c->depth;
+  c->last_progress = g_get_monotonic_time ();
+  c->reader = g_thread_new ("nbd-reader", conn_reader, c);
+  c->sender = g_thread_new ("nbd-sender", conn_sender, c);
+  return c;
+}
+
+void
+nbdc_conn_submit (NbdConn *c, const NbdcCmd *cmd)
+{
+  NbdcReq *req = g_new0 (NbdcReq, 1);
+  req->cmd = *cmd;
+  g_mutex_lock (&c->lock);
+  if (c->dead || c->broken || c->stopping) {
+    gboolean salvage = !c->stopping && c->salvage != NULL;
+    g_mutex_unlock (&c->lock);
+    req_finish (c, req, EIO, salvage);
+    return;
+  }
+  g_queue_push_tail (&c->queue, req);
+  g_cond_signal (&c->cond);
+  g_mutex_unlock (&c->lock);
+}
+
+gboolean
+nbdc_conn_is_alive (NbdConn *c)
+{
+  g_mutex_lock (&c->lock);
+  gboolean alive = !c->dead && !c->broken;
+  g_mutex_unlock (&c->lock);
+  return alive;
+}
+
+unsigned
+nbdc_conn_load (NbdConn *c)
+{
+  g_mutex_lock (&c->lock);
+  unsigned n = c->in_flight + c->queue.length;
+  g_mutex_unlock (&c->lock);
+  return n;
+}
+
+void
+nbdc_conn_drain (NbdConn *c)
+{
+  g_mutex_lock (&c->lock);
+  while (!c->dead && (c->in_flight > 0 || c->queue.length > 0))
+    g_cond_wait (&c->idle, &c->lock);
+  g_mutex_unlock (&c->lock);
+}
+
+void
+nbdc_conn_kill (NbdConn *c, const char *reason)
+{
+  g_mutex_lock (&c->lock);
+  if (!c->broken && !c->dead) {
+    c->broken = TRUE;
+    c->broken_reason = g_strdup (reason);
+  }
+  g_cond_broadcast (&c->cond);
+  g_mutex_unlock (&c->lock);
+  conn_shutdown_transport (c);
+}
+
+void
+nbdc_conn_free (NbdConn *c)
+{
+  if (!c)
+    return;
+  nbdc_conn_drain (c);
+  g_mutex_lock (&c->lock);
+  c->stopping = TRUE;
+  g_cond_broadcast (&c->cond);
+  g_mutex_unlock (&c->lock);
+  g_thread_join (c->sender);
+
+  /* "The client sends NBD_CMD_DISC whereupon the server MUST ... close
+   * the TCP connection." We shut our side down right after, so a server
+   * that ignores DISC cannot keep the reader (and us) waiting. */
+  g_mutex_lock (&c->lock);
+  gboolean alive = !c->dead && !c->broken;
+  g_mutex_unlock (&c->lock);
+  if (alive) {
+    NbdcCmd disc = { .type = NBD_CMD_DISC };
+    if (c->debug)
+      g_debug ("%s: sending disc", c->name);
+    conn_send_request (c, &disc, 0);
+  }
+  conn_shutdown_transport (c);
+  g_thread_join (c->reader);
+
+  nbdc_transport_free (c->t);
+  g_mutex_clear (&c->lock);
+  g_cond_clear (&c->cond);
+  g_cond_clear (&c->idle);
+  g_free (c->slots);
+  g_free (c->free_slots);
+  g_free (c->broken_reason);
+  g_free (c->name);
+  g_free (c);
+}

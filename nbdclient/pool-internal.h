@@ -1,0 +1,58 @@
+/* nbdfs — what pool.c and blocksize.c share (not a public API).
+ *
+ * pool.c owns the connections: opening, spreading commands over them,
+ * flush bookkeeping, close. blocksize.c turns any offset/length into
+ * commands the server accepts (nbd-proto.md "Size constraints") and sends
+ * them with pool_send_cmd().
+ */
+#ifndef NBDCLIENT_POOL_INTERNAL_H
+#define NBDCLIENT_POOL_INTERNAL_H
+
+#include "nbdclient/conn.h"
+#include "nbdclient/pool.h"
+
+struct NbdPool {
+  NbdExport exp;              /* first connection's */
+  NbdcOptions opts;           /* for reconnects */
+  NbdcPoolConfig cfg;
+  gboolean read_only;
+  gboolean base_allocation;   /* negotiated on every connection */
+  uint32_t max_payload;       /* multiple of min_block, <= 32 MiB */
+  unsigned n;
+  NbdConn **conns;
+
+  GMutex lock;
+  GCond cond;
+  gboolean *dirty;            /* per connection: wrote since last flush */
+  unsigned rr;                /* round-robin tie breaker */
+  unsigned outstanding;       /* pool-level requests not yet done */
+  GHashTable *rmw_busy;       /* block index -> GQueue of waiting RMWs */
+};
+
+/* Sends one command on the least-loaded live connection (cmd->done is
+ * called exactly once; EIO at once if no connection is alive). Writes
+ * mark their connection dirty when they succeed. */
+void pool_send_cmd (NbdPool *pool, const NbdcCmd *cmd);
+
+/* A pool-level request made of several commands: done(opaque, err) runs
+ * when the builder released it and every part finished; err is the first
+ * error. flush_after: a successful result is followed by a pool flush
+ * (FUA emulation). */
+typedef struct {
+  NbdPool *pool;
+  NbdcDoneFn done;
+  void *opaque;
+  gint pending;
+  gint err;
+  gboolean flush_after;
+  void *owned;                /* g_free'd at the end (zero buffers...) */
+  void (*cleanup) (void *);   /* called with owned if set, else g_free */
+} NbdcParent;
+
+NbdcParent *pool_parent_new (NbdPool *pool, NbdcDoneFn done, void *opaque);
+void pool_parent_add (NbdcParent *p);
+void pool_parent_part_done (void *opaque, int err);  /* an NbdcDoneFn */
+/* Drops the builder's reference (after the last part was submitted). */
+void pool_parent_release (NbdcParent *p);
+
+#endif

@@ -1,0 +1,405 @@
+/* nbdfs — several connections to one export, used as one (nbd-proto.md
+ * "Multi-conn" under NBD_FLAG_CAN_MULTI_CONN, and "Ordering of messages
+ * and writes").
+ *
+ * Flush bookkeeping: a connection becomes dirty when a write-type command
+ * *completes* successfully on it, and clean when a flush is sent on it. A
+ * write still in flight when a flush starts is therefore not counted as
+ * covered (the spec: a client "MUST NOT issue an NBD_CMD_FLUSH request
+ * until it has received the reply for all write commands which it expects
+ * to be covered by the flush"); its completion marks the connection dirty
+ * again for the next flush.
+ */
+#include <errno.h>
+#include <string.h>
+#include "nbdclient/error.h"
+#include "nbdclient/pool-internal.h"
+#include "nbdclient/protocol.h"
+
+/* ---- pool-level requests made of parts ---- */
+
+NbdcParent *
+pool_parent_new (NbdPool *pool, NbdcDoneFn done, void *opaque)
+{
+  NbdcParent *p = g_new0 (NbdcParent, 1);
+  p->pool = pool;
+  p->done = done;
+  p->opaque = opaque;
+  p->pending = 1;
+  g_mutex_lock (&pool->lock);
+  pool->outstanding++;
+  g_mutex_unlock (&pool->lock);
+  return p;
+}
+
+void
+pool_parent_add (NbdcParent *p)
+{
+  g_atomic_int_inc (&p->pending);
+}
+
+static void
+parent_end (NbdcParent *p, int err)
+{
+  NbdPool *pool = p->pool;
+  p->done (p->opaque, err);
+  if (p->owned) {
+    if (p->cleanup)
+      p->cleanup (p->owned);
+    else
+      g_free (p->owned);
+  }
+  g_free (p);
+  g_mutex_lock (&pool->lock);
+  if (--pool->outstanding == 0)
+    g_cond_broadcast (&pool->cond);
+  g_mutex_unlock (&pool->lock);
+}
+
+static void
+parent_flushed (void *opaque, int err)
+{
+  parent_end (opaque, err);
+}
+
+void
+pool_parent_part_done (void *opaque, int err)
+{
+  NbdcParent *p = opaque;
+  if (err)
+    g_atomic_int_compare_and_exchange (&p->err, 0, err);
+  if (!g_atomic_int_dec_and_test (&p->pending))
+    return;
+  err = g_atomic_int_get (&p->err);
+  if (!err && p->flush_after) {
+    /* FUA emulation: the write is only acknowledged once flushed. */
+    nbdc_pool_flush (p->pool, parent_flushed, p);
+    return;
+  }
+  parent_end (p, err);
+}
+
+void
+pool_parent_release (NbdcParent *p)
+{
+  pool_parent_part_done (p, 0);
+}
+
+/* ---- spreading commands over connections ---- */
+
+typedef struct {
+  NbdPool *pool;
+  unsigned idx;
+  NbdcDoneFn done;
+  void *opaque;
+} WriteTrack;
+
+static void
+write_tracked (void *opaque, int err)
+{
+  WriteTrack *w = opaque;
+  if (!err) {
+    g_mutex_lock (&w->pool->lock);
+    w->pool->dirty[w->idx] = TRUE;
+    g_mutex_unlock (&w->pool->lock);
+  }
+  w->done (w->opaque, err);
+  g_free (w);
+}
+
+/* Least-loaded live connection; ties go round-robin. -1 if none. */
+static int
+pool_pick (NbdPool *pool)
+{
+  int best = -1;
+  unsigned best_load = 0;
+  g_mutex_lock (&pool->lock);
+  unsigned start = pool->rr++;
+  g_mutex_unlock (&pool->lock);
+  for (unsigned k = 0; k < pool->n; k++) {
+    unsigned i = (start + k) % pool->n;
+    if (!nbdc_conn_is_alive (pool->conns[i]))
+      continue;
+    unsigned load = nbdc_conn_load (pool->conns[i]);
+    if (best < 0 || load < best_load) {
+      best = i;
+      best_load = load;
+    }
+  }
+  return best;
+}
+
+static void
+pool_send_on (NbdPool *pool, unsigned i, const NbdcCmd *cmd)
+{
+  if (cmd->type == NBD_CMD_WRITE || cmd->type == NBD_CMD_WRITE_ZEROES
+      || cmd->type == NBD_CMD_TRIM) {
+    WriteTrack *w = g_new (WriteTrack, 1);
+    *w = (WriteTrack) { pool, i, cmd->done, cmd->opaque };
+    NbdcCmd c = *cmd;
+    c.done = write_tracked;
+    c.opaque = w;
+    nbdc_conn_submit (pool->conns[i], &c);
+    return;
+  }
+  nbdc_conn_submit (pool->conns[i], cmd);
+}
+
+void
+pool_send_cmd (NbdPool *pool, const NbdcCmd *cmd)
+{
+  int i = pool_pick (pool);
+  if (i < 0) {
+    cmd->done (cmd->opaque, EIO);
+    return;
+  }
+  pool_send_on (pool, i, cmd);
+}
+
+/* ---- flush ---- */
+
+typedef struct {
+  NbdPool *pool;
+  unsigned idx;
+  NbdcParent *parent;
+} FlushPart;
+
+static void
+flush_part_done (void *opaque, int err)
+{
+  FlushPart *f = opaque;
+  if (err) {
+    /* Not persisted: the next flush must try this connection again. */
+    g_mutex_lock (&f->pool->lock);
+    f->pool->dirty[f->idx] = TRUE;
+    g_mutex_unlock (&f->pool->lock);
+  }
+  pool_parent_part_done (f->parent, err);
+  g_free (f);
+}
+
+void
+nbdc_pool_flush (NbdPool *pool, NbdcDoneFn done, void *opaque)
+{
+  if (!(pool->exp.eflags & NBD_FLAG_SEND_FLUSH)) {
+    done (opaque, 0);
+    return;
+  }
+  NbdcParent *p = pool_parent_new (pool, done, opaque);
+  for (unsigned i = 0; i < pool->n; i++) {
+    g_mutex_lock (&pool->lock);
+    gboolean dirty = pool->dirty[i];
+    pool->dirty[i] = FALSE;
+    g_mutex_unlock (&pool->lock);
+    if (!dirty)
+      continue;
+    FlushPart *f = g_new (FlushPart, 1);
+    *f = (FlushPart) { pool, i, p };
+    pool_parent_add (p);
+    NbdcCmd cmd = { .type = NBD_CMD_FLUSH, .done = flush_part_done,
+                    .opaque = f };
+    nbdc_conn_submit (pool->conns[i], &cmd);
+  }
+  pool_parent_release (p);
+}
+
+/* ---- synchronous wrappers ---- */
+
+typedef struct {
+  GMutex lock;
+  GCond cond;
+  gboolean done;
+  int err;
+} SyncWait;
+
+static void
+sync_done (void *opaque, int err)
+{
+  SyncWait *w = opaque;
+  g_mutex_lock (&w->lock);
+  w->done = TRUE;
+  w->err = err;
+  g_cond_signal (&w->cond);
+  g_mutex_unlock (&w->lock);
+}
+
+static int
+sync_wait (SyncWait *w)
+{
+  g_mutex_lock (&w->lock);
+  while (!w->done)
+    g_cond_wait (&w->cond, &w->lock);
+  g_mutex_unlock (&w->lock);
+  g_mutex_clear (&w->lock);
+  g_cond_clear (&w->cond);
+  return w->err;
+}
+
+#define SYNC_INIT(w) do { g_mutex_init (&(w).lock); g_cond_init (&(w).cond); \
+                          (w).done = FALSE; (w).err = 0; } while (0)
+
+int
+nbdc_pool_pread_sync (NbdPool *pool, void *buf, size_t count,
+                      uint64_t offset)
+{
+  SyncWait w;
+  SYNC_INIT (w);
+  nbdc_pool_pread (pool, buf, count, offset, sync_done, &w);
+  return sync_wait (&w);
+}
+
+int
+nbdc_pool_pwrite_sync (NbdPool *pool, const void *buf, size_t count,
+                       uint64_t offset, uint32_t flags)
+{
+  SyncWait w;
+  SYNC_INIT (w);
+  nbdc_pool_pwrite (pool, buf, count, offset, flags, sync_done, &w);
+  return sync_wait (&w);
+}
+
+int
+nbdc_pool_flush_sync (NbdPool *pool)
+{
+  SyncWait w;
+  SYNC_INIT (w);
+  nbdc_pool_flush (pool, sync_done, &w);
+  return sync_wait (&w);
+}
+
+/* ---- open / close ---- */
+
+const NbdExport *
+nbdc_pool_export (NbdPool *pool)
+{
+  return &pool->exp;
+}
+
+unsigned
+nbdc_pool_connections (NbdPool *pool)
+{
+  unsigned n = 0;
+  for (unsigned i = 0; i < pool->n; i++)
+    if (nbdc_conn_is_alive (pool->conns[i]))
+      n++;
+  return n;
+}
+
+static void
+pool_free (NbdPool *pool)
+{
+  for (unsigned i = 0; i < pool->n; i++)
+    nbdc_conn_free (pool->conns[i]);
+  g_free (pool->conns);
+  g_free (pool->dirty);
+  g_hash_table_destroy (pool->rmw_busy);
+  nbdc_export_clear (&pool->exp);
+  nbdc_options_clear (&pool->opts);
+  g_mutex_clear (&pool->lock);
+  g_cond_clear (&pool->cond);
+  g_free (pool);
+}
+
+static NbdConn *
+pool_conn_new (NbdPool *pool, NbdTransport *t, const NbdExport *exp,
+               unsigned i)
+{
+  g_autofree char *name = g_strdup_printf ("connection %u", i + 1);
+  NbdcConnConfig cc = {
+    .max_in_flight = pool->cfg.max_in_flight,
+    .request_timeout = pool->cfg.request_timeout,
+    .name = name,
+  };
+  return nbdc_conn_new (t, exp, &cc);
+}
+
+NbdPool *
+nbdc_pool_open (const NbdcOptions *opts, const NbdcPoolConfig *cfg,
+                NbdExport *exp, GError **error)
+{
+  NbdExport first = { 0 };
+  NbdTransport *t = nbdc_open (opts, &first, error);
+  if (!t)
+    return NULL;
+
+  gboolean multi = (first.eflags & NBD_FLAG_CAN_MULTI_CONN) != 0;
+  unsigned n = cfg->connections ? cfg->connections : multi ? 4 : 1;
+  if (n > 1 && !multi) {
+    nbdc_transport_free (t);
+    nbdc_export_clear (&first);
+    g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_USAGE,
+                 "the server does not allow more than one connection to "
+                 "this export (no NBD_FLAG_CAN_MULTI_CONN); use 1 connection");
+    return NULL;
+  }
+
+  NbdPool *pool = g_new0 (NbdPool, 1);
+  g_mutex_init (&pool->lock);
+  g_cond_init (&pool->cond);
+  pool->cfg = *cfg;
+  nbdc_options_copy (&pool->opts, opts);
+  pool->exp = first;
+  pool->read_only = cfg->read_only
+    || (first.eflags & NBD_FLAG_READ_ONLY) != 0;
+  pool->base_allocation = first.base_allocation;
+  uint32_t min = MAX (first.min_block, 1);
+  uint32_t max = MIN (first.max_block ? first.max_block
+                      : NBD_DEFAULT_MAX_PAYLOAD, NBD_DEFAULT_MAX_PAYLOAD);
+  max -= max % min;
+  pool->max_payload = MAX (max, min);
+  pool->conns = g_new0 (NbdConn *, n);
+  pool->dirty = g_new0 (gboolean, n);
+  pool->rmw_busy = g_hash_table_new_full (g_int64_hash, g_int64_equal,
+                                          g_free, NULL);
+  pool->conns[0] = pool_conn_new (pool, t, &first, 0);
+  pool->n = 1;
+
+  for (unsigned i = 1; i < n; i++) {
+    NbdExport e = { 0 };
+    t = nbdc_open (opts, &e, error);
+    if (!t) {
+      g_prefix_error (error, "opening connection %u of %u: ", i + 1, n);
+      pool_free (pool);
+      return NULL;
+    }
+    if (e.size != first.size || e.eflags != first.eflags) {
+      g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_PROTOCOL,
+                   "connection %u disagrees with connection 1 about the "
+                   "export (size %" G_GUINT64_FORMAT " vs %" G_GUINT64_FORMAT
+                   ", flags 0x%x vs 0x%x)", i + 1, e.size, first.size,
+                   e.eflags, first.eflags);
+      nbdc_transport_free (t);
+      nbdc_export_clear (&e);
+      pool_free (pool);
+      return NULL;
+    }
+    if (!e.base_allocation)
+      pool->base_allocation = FALSE;
+    /* Each connection keeps its own negotiated context id. */
+    pool->conns[i] = pool_conn_new (pool, t, &e, i);
+    pool->n = i + 1;
+    nbdc_export_clear (&e);
+  }
+  if (exp)
+    nbdc_export_copy (exp, &pool->exp);
+  return pool;
+}
+
+int
+nbdc_pool_close (NbdPool *pool)
+{
+  if (!pool)
+    return 0;
+  g_mutex_lock (&pool->lock);
+  while (pool->outstanding > 0)
+    g_cond_wait (&pool->cond, &pool->lock);
+  gboolean dirty = FALSE;
+  for (unsigned i = 0; i < pool->n; i++)
+    dirty |= pool->dirty[i];
+  g_mutex_unlock (&pool->lock);
+  int err = 0;
+  if (dirty)
+    err = nbdc_pool_flush_sync (pool);
+  pool_free (pool);
+  return err;
+}
