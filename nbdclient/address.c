@@ -131,15 +131,19 @@ parse_short (const char *s, NbdAddress *addr, GError **error)
     colon = close[1] == ':' ? close + 1 : NULL;
   }
   else {
+    /* A bare IPv6 literal ("::1", "fe80::2") cannot be told apart from
+     * host:export except by its "::" or its many colons. */
+    size_t ncolons = 0;
+    for (const char *q = s; *q; q++)
+      ncolons += *q == ':';
+    if ((strstr (s, "::") || ncolons >= 7)
+        && strspn (s, "0123456789abcdefABCDEF:.") == strlen (s))
+      return bad (error, s, "an IPv6 address needs brackets, as in "
+                  "[%s] or nbd://[%s]/export", s, s);
     colon = strchr (s, ':');
     addr->host = g_strndup (s, colon ? (size_t) (colon - s) : strlen (s));
     if (addr->host[0] == '\0')
       return bad (error, s, "the host name is missing");
-    if (colon && strchr (colon + 1, ':') && !strchr (colon + 1, '/')
-        && g_ascii_isxdigit (s[0]) && strspn (s, "0123456789abcdefABCDEF:.") ==
-        strlen (s))
-      return bad (error, s, "an IPv6 address needs brackets, as in "
-                  "[%s] or nbd://[%s]/export", s, s);
     if (!valid_host (addr->host))
       return bad (error, s, "\"%s\" is not a valid host name", addr->host);
   }

@@ -80,6 +80,15 @@ void nbdc_opt_abort (NbdcHandshake *h);
 /* NBD_CMD_DISC after EXPORT_NAME/GO (transmission phase), then close. */
 void nbdc_send_disc (NbdcHandshake *h);
 
+/* TRUE if error is the server saying no (a well-formed refusal), after
+ * which a polite NBD_OPT_ABORT is due; FALSE after protocol violations,
+ * timeouts and I/O errors, which end in a hard disconnect ("Termination
+ * of the session during option haggling"). */
+gboolean nbdc_error_is_refusal (const GError *error);
+/* Ends a failed handshake the way the spec asks: soft disconnect after a
+ * refusal in fixed newstyle option haggling, else just close. */
+void nbdc_handshake_fail (NbdcHandshake *h, const GError *error);
+
 /* Checks size and flags once the export is chosen. */
 gboolean nbdc_check_export (const NbdExport *exp, GError **error);
 

@@ -58,9 +58,9 @@ begin (const NbdcOptions *opts, NbdcHandshake *h, NbdExport *exp,
   return TRUE;
 }
 
-gboolean
-nbdc_list_exports (const NbdcOptions *opts, GPtrArray **entries,
-                   GError **error)
+/* error is never NULL in these two (see the wrappers at the end). */
+static gboolean
+list_exports (const NbdcOptions *opts, GPtrArray **entries, GError **error)
 {
   NbdcHandshake h = { 0 };
   NbdExport exp;
@@ -84,9 +84,7 @@ nbdc_list_exports (const NbdcOptions *opts, GPtrArray **entries,
   if (!nbdc_opt_list (&h, list, error)) {
     g_prefix_error (error, "%s: listing exports: ", where);
     g_ptr_array_unref (list);
-    if (h.t)
-      nbdc_opt_abort (&h);
-    nbdc_handshake_close (&h);
+    nbdc_handshake_fail (&h, *error);
     return FALSE;
   }
   nbdc_opt_abort (&h);
@@ -94,9 +92,9 @@ nbdc_list_exports (const NbdcOptions *opts, GPtrArray **entries,
   return TRUE;
 }
 
-gboolean
-nbdc_query_info (const NbdcOptions *opts, NbdExport *exp,
-                 GPtrArray **contexts, GError **error)
+static gboolean
+query_info (const NbdcOptions *opts, NbdExport *exp, GPtrArray **contexts,
+            GError **error)
 {
   NbdcHandshake h = { 0 };
   const char *export = opts->addr.export_name ? opts->addr.export_name : "";
@@ -167,11 +165,30 @@ nbdc_query_info (const NbdcOptions *opts, NbdExport *exp,
   return TRUE;
 
 fail:
-  if (h.t && h.style == NBDC_STYLE_FIXED_NEWSTYLE
-      && !g_error_matches (*error, NBDFS_ERROR, NBDFS_ERROR_PROTOCOL))
-    nbdc_opt_abort (&h);
-  nbdc_handshake_close (&h);
+  nbdc_handshake_fail (&h, *error);
   g_prefix_error (error, "%s: ", where);
   g_ptr_array_unref (ctx);
   return FALSE;
+}
+
+gboolean
+nbdc_list_exports (const NbdcOptions *opts, GPtrArray **entries,
+                   GError **error)
+{
+  GError *err = NULL;
+  gboolean ok = list_exports (opts, entries, &err);
+  if (!ok)
+    g_propagate_error (error, err);
+  return ok;
+}
+
+gboolean
+nbdc_query_info (const NbdcOptions *opts, NbdExport *exp,
+                 GPtrArray **contexts, GError **error)
+{
+  GError *err = NULL;
+  gboolean ok = query_info (opts, exp, contexts, &err);
+  if (!ok)
+    g_propagate_error (error, err);
+  return ok;
 }

@@ -29,6 +29,32 @@ nbdc_handshake_close (NbdcHandshake *h)
   g_clear_pointer (&h->t, nbdc_transport_free);
 }
 
+gboolean
+nbdc_error_is_refusal (const GError *error)
+{
+  if (error == NULL || error->domain != NBDFS_ERROR)
+    return FALSE;
+  switch (error->code) {
+  case NBDFS_ERROR_REFUSED:
+  case NBDFS_ERROR_TLS_REQUIRED:
+  case NBDFS_ERROR_NO_SUCH_EXPORT:
+  case NBDFS_ERROR_UNSUPPORTED:
+  case NBDFS_ERROR_USAGE:
+    return TRUE;
+  default:
+    return FALSE;
+  }
+}
+
+void
+nbdc_handshake_fail (NbdcHandshake *h, const GError *error)
+{
+  if (h->t && h->style == NBDC_STYLE_FIXED_NEWSTYLE
+      && nbdc_error_is_refusal (error))
+    nbdc_opt_abort (h);
+  nbdc_handshake_close (h);
+}
+
 static gboolean
 refuse_clear_text (const NbdcOptions *opts, const char *why, GError **error)
 {
@@ -185,9 +211,10 @@ add_export_list (NbdcHandshake *h, GError **error)
   g_string_free (s, TRUE);
 }
 
-NbdTransport *
-nbdc_negotiate (int fd, const NbdcOptions *opts, NbdExport *exp,
-                gint64 deadline, GError **error)
+/* error is never NULL here (see the wrapper below). */
+static NbdTransport *
+negotiate (int fd, const NbdcOptions *opts, NbdExport *exp,
+           gint64 deadline, GError **error)
 {
   NbdcHandshake h = { .deadline = deadline };
   const char *export = opts->addr.export_name ? opts->addr.export_name : "";
@@ -220,8 +247,6 @@ nbdc_negotiate (int fd, const NbdcOptions *opts, NbdExport *exp,
     if (r < 0) {
       if (g_error_matches (*error, NBDFS_ERROR, NBDFS_ERROR_NO_SUCH_EXPORT))
         add_export_list (&h, error);
-      if (h.t)
-        nbdc_opt_abort (&h);
       goto fail;
     }
     if (r == 0) {
@@ -246,8 +271,19 @@ nbdc_negotiate (int fd, const NbdcOptions *opts, NbdExport *exp,
   return h.t;
 
 fail:
-  nbdc_handshake_close (&h);
+  nbdc_handshake_fail (&h, *error);
   return NULL;
+}
+
+NbdTransport *
+nbdc_negotiate (int fd, const NbdcOptions *opts, NbdExport *exp,
+                gint64 deadline, GError **error)
+{
+  GError *err = NULL;
+  NbdTransport *t = negotiate (fd, opts, exp, deadline, &err);
+  if (t == NULL)
+    g_propagate_error (error, err);
+  return t;
 }
 
 gint64
