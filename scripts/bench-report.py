@@ -1,0 +1,245 @@
+#!/usr/bin/env python3
+"""Turns the raw samples of scripts/bench.sh into the results.
+
+Reads OUT/raw/TRANSPORT/TEST/CLIENT-RUN.json (fio JSON, or
+{"seconds", "bytes"} for dd and real-use, or {"error"}) and the FUSE queue
+samples (*.waiting), and writes OUT/results.md (also printed), OUT/results.json
+and OUT/chart.dat for scripts/bench-chart.gp.
+"""
+import argparse
+import glob
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+
+CLIENTS = ("nbdfs", "nbdfuse", "ceiling")
+
+# row -> (test, how to get the value, unit, higher is better, target)
+# A target compares nbdfs/nbdfuse: (">=", 2.0) means at least twice nbdfuse's
+# figure; ("<=", 1.0) means no more than nbdfuse's (latency, time).
+ROWS = [
+    ("seq-read-1M-qd1", "seq-read-1M-qd1", ("fio", "read", "bw"), "MiB/s", True, None),
+    ("seq-read-1M-qd16", "seq-read-1M-qd16", ("fio", "read", "bw"), "MiB/s", True, (">=", 1.2)),
+    ("seq-write-1M-qd1", "seq-write-1M-qd1", ("fio", "write", "bw"), "MiB/s", True, None),
+    ("seq-write-1M-qd16", "seq-write-1M-qd16", ("fio", "write", "bw"), "MiB/s", True, (">=", 1.2)),
+    ("rand-read-4k-qd32-j1", "rand-read-4k-qd32-j1", ("fio", "read", "iops"), "kIOPS", True, (">=", 2.0)),
+    ("rand-read-4k-qd32-j2", "rand-read-4k-qd32-j2", ("fio", "read", "iops"), "kIOPS", True, (">=", 2.0)),
+    ("rand-write-4k-qd32-j1", "rand-write-4k-qd32-j1", ("fio", "write", "iops"), "kIOPS", True, (">=", 2.0)),
+    ("rand-write-4k-qd32-j2", "rand-write-4k-qd32-j2", ("fio", "write", "iops"), "kIOPS", True, (">=", 2.0)),
+    ("lat-read-4k-qd1 p50", "lat-read-4k-qd1", ("fio", "read", "p50"), "µs", False, ("<=", 1.0)),
+    ("lat-read-4k-qd1 p99", "lat-read-4k-qd1", ("fio", "read", "p99"), "µs", False, None),
+    ("dd-read (buffered)", "dd-read", ("rate",), "MiB/s", True, (">=", 1.5)),
+    ("dd-write (buffered)", "dd-write", ("rate",), "MiB/s", True, None),
+    ("real-use ext4 total", "real-use", ("seconds",), "s", False, ("<=", 1.0)),
+]
+
+
+def load_json(path):
+    with open(path) as f:
+        text = f.read()
+    # fio's nbd engine prints "fio: connected to NBD server" on stdout,
+    # which may precede the JSON.
+    start = text.find("{")
+    if start < 0:
+        raise ValueError("no JSON in %s" % path)
+    return json.loads(text[start:])
+
+
+def sample_value(doc, how):
+    """One number from one raw sample, or raises with the reason."""
+    if "error" in doc:
+        raise ValueError(doc["error"])
+    kind = how[0]
+    if kind == "fio":
+        job = doc["jobs"][0]
+        if job.get("error"):
+            raise ValueError("fio job error %s" % job["error"])
+        d = job[how[1]]
+        if how[2] == "bw":
+            return d["bw_bytes"] / 1048576.0
+        if how[2] == "iops":
+            return d["iops"] / 1000.0
+        pct = d["clat_ns"]["percentile"]
+        key = {"p50": "50.000000", "p99": "99.000000"}[how[2]]
+        return pct[key] / 1000.0
+    if kind == "rate":
+        return doc["bytes"] / 1048576.0 / doc["seconds"]
+    if kind == "seconds":
+        return doc["seconds"]
+    raise ValueError("unknown metric %r" % (how,))
+
+
+def fmt(v, unit=None):
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    if unit == "kIOPS":
+        return "%.2f" % v
+    if unit == "s":
+        return "%.2f" % v
+    if unit is None:      # a ratio
+        return "%.2f" % v
+    return "%.1f" % v
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def tool_version(cmd):
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        return (out.stdout or out.stderr).strip().splitlines()[0]
+    except Exception:   # a version string is nice to have, never fatal
+        return "unknown"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out")
+    ap.add_argument("--runs", type=int, required=True)
+    ap.add_argument("--runtime", required=True)
+    ap.add_argument("--size", required=True)
+    ap.add_argument("--files", required=True)
+    ap.add_argument("--elapsed", required=True)
+    ap.add_argument("--nbdfs-rev", default="unknown")
+    ap.add_argument("--transports", required=True)
+    ap.add_argument("--tests", required=True)
+    a = ap.parse_args()
+    raw = os.path.join(a.out, "raw")
+    transports = a.transports.split()
+    tests = set(a.tests.split())
+
+    rows, problems, waiting = [], {}, []
+    for t in transports:
+        for name, test, how, unit, higher, target in ROWS:
+            if test not in tests:
+                continue
+            samples, med = {}, {}
+            for c in CLIENTS:
+                vals = []
+                for path in sorted(glob.glob(os.path.join(raw, t, test, c + "-*.json"))):
+                    try:
+                        vals.append(sample_value(load_json(path), how))
+                    except Exception as e:  # one bad sample: report, go on
+                        where = problems.setdefault("%s %s: %s" % (t, c, e), [])
+                        if name not in where:
+                            where.append(name)
+                samples[c] = vals
+                med[c] = statistics.median(vals) if vals else None
+            r_fuse = ratio(med["nbdfs"], med["nbdfuse"])
+            r_ceil = ratio(med["nbdfs"], med["ceiling"])
+            met = None
+            if target and r_fuse is not None:
+                op, want = target
+                met = r_fuse >= want if op == ">=" else r_fuse <= want
+            rows.append(dict(transport=t, test=name, unit=unit,
+                             higher_is_better=higher, samples=samples,
+                             median=med, nbdfs_over_nbdfuse=r_fuse,
+                             nbdfs_over_ceiling=r_ceil,
+                             target=("%s %.2f" % target) if target else None,
+                             met=met))
+        # FUSE queue depth seen by the kernel, per fio test and FUSE client.
+        for test in sorted(tests):
+            for c in ("nbdfs", "nbdfuse"):
+                w = []
+                for path in glob.glob(os.path.join(raw, t, test, c + "-*.waiting")):
+                    with open(path) as f:
+                        w += [int(x) for x in f.read().split() if x.isdigit()]
+                if w:
+                    waiting.append(dict(transport=t, test=test, client=c,
+                                        mean=statistics.mean(w), max=max(w),
+                                        samples=len(w)))
+
+    labels = {"unix": "Unix socket", "tcp": "TCP loopback"}
+    md = []
+    md.append("# nbdfs benchmark")
+    md.append("")
+    md.append("nbdfs %s, %s, %s, %d CPUs; %s; %s; %s; %s." % (
+        a.nbdfs_rev, platform.system(), platform.release(), os.cpu_count(),
+        tool_version(["nbdkit", "--version"]),
+        tool_version(["nbdfuse", "--version"]),
+        tool_version(["fio", "--version"]),
+        tool_version(["nbdcopy", "--version"])))
+    md.append("")
+    md.append("Server: nbdkit memory %s (allocator=malloc, --threads 16), filled "
+              "with random data. Medians of %d interleaved run(s); fio %s s per "
+              "job; real-use tree of %s files; whole run took %s s." % (
+                  a.size, a.runs, a.runtime, a.files, a.elapsed))
+    md.append("Ceiling = no FUSE: fio's nbd engine (libnbd) for fio rows, "
+              "nbdcopy for dd rows, a loop device on a RAM file (no NBD) for "
+              "real-use. Targets compare nbdfs/nbdfuse.")
+    for t in transports:
+        md.append("")
+        md.append("## %s" % labels.get(t, t))
+        md.append("")
+        md.append("| test | unit | nbdfs | nbdfuse | ceiling | nbdfs/nbdfuse "
+                  "| nbdfs/ceiling | target | met? |")
+        md.append("|---|---|---:|---:|---:|---:|---:|---|---|")
+        for r in rows:
+            if r["transport"] != t:
+                continue
+            m = r["median"]
+            met = "—" if r["target"] is None else (
+                "n/a" if r["met"] is None else ("yes" if r["met"] else "**no**"))
+            tgt = "—" if r["target"] is None else r["target"].replace(">=", "≥").replace("<=", "≤") + "×"
+            md.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                r["test"], r["unit"], fmt(m["nbdfs"], r["unit"]),
+                fmt(m["nbdfuse"], r["unit"]), fmt(m["ceiling"], r["unit"]),
+                fmt(r["nbdfs_over_nbdfuse"]), fmt(r["nbdfs_over_ceiling"]),
+                tgt, met))
+    if waiting:
+        md.append("")
+        md.append("## FUSE requests waiting in the kernel (fusectl `waiting`, "
+                  "sampled every 0.1 s)")
+        md.append("")
+        md.append("| transport | test | client | mean | max |")
+        md.append("|---|---|---|---:|---:|")
+        for w in waiting:
+            md.append("| %s | %s | %s | %.1f | %d |" % (
+                w["transport"], w["test"], w["client"], w["mean"], w["max"]))
+    if problems:
+        md.append("")
+        md.append("## Problems")
+        md.append("")
+        for p, where in problems.items():
+            n_rows = sum(1 for r in rows if r["transport"] == p.split()[0])
+            md.append("- %s (%s)" % (p, "every test" if len(where) == n_rows
+                                     else ", ".join(where)))
+    text = "\n".join(md) + "\n"
+    with open(os.path.join(a.out, "results.md"), "w") as f:
+        f.write(text)
+    sys.stdout.write(text)
+
+    with open(os.path.join(a.out, "results.json"), "w") as f:
+        json.dump(dict(settings=vars(a), rows=rows, fuse_waiting=waiting,
+                       problems=problems), f, indent=2)
+
+    # Chart: speed-up of nbdfs, oriented so that higher is always better
+    # (latency and time rows are inverted), with the target as the same.
+    def speedup(x, higher):
+        if x is None or x == 0:
+            return float("nan")
+        return x if higher else 1.0 / x
+    with open(os.path.join(a.out, "chart.dat"), "w") as f:
+        f.write("# label vs_nbdfuse vs_ceiling target\n")
+        for r in rows:
+            tgt = float("nan")
+            if r["target"]:
+                op, want = r["target"].split()
+                tgt = float(want) if op == ">=" else 1.0 / float(want)
+            label = "%s %s" % (r["transport"], r["test"].split(" (")[0])
+            f.write('"%s" %s %s %s\n' % (
+                label,
+                speedup(r["nbdfs_over_nbdfuse"], r["higher_is_better"]),
+                speedup(r["nbdfs_over_ceiling"], r["higher_is_better"]),
+                tgt))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,495 @@
+#!/usr/bin/env bash
+# nbdfs benchmark: nbdfs FUSE mode against nbdfuse and a no-FUSE ceiling,
+# all three against the same nbdkit memory server, in one interleaved run.
+#
+#   scripts/bench.sh [--quick] [--runs N] [--runtime S] [--size SIZE]
+#                    [--transport unix|tcp|both] [--files N] [--out DIR]
+#                    [--tests LIST]
+#
+# Clients ("columns"):
+#   nbdfs    $NBDFS ADDRESS MNT (FUSE), the export as MNT/disk
+#   nbdfuse  libnbd's nbdfuse MNT/disk URI (FUSE), same number of connections
+#   ceiling  no FUSE at all: fio's nbd engine (libnbd), nbdcopy for the dd
+#            rows, and a loop device on a RAM file for the real-use row
+#            (the host kernel has no nbd.ko, so no NBD block device here)
+#
+# For every test, every client runs in turn (the starting client rotates
+# between repetitions), repeated --runs times; the table shows medians.
+# Output: a markdown table on stdout and in OUT/results.md, every raw
+# sample (fio JSON, dd/real-use timings) under OUT/raw/, the aggregate in
+# OUT/results.json and a chart in OUT/bench.png (gnuplot).
+#
+# Needs root (drop_caches, loop devices, mount), fio, nbdkit, nbdfuse,
+# nbdcopy, gnuplot, mkfs.ext4, python3 (scripts/install-deps.sh installs
+# them). Cleans up after itself: unmounts, detaches loop devices and kills
+# what it started, by PID.
+set -euo pipefail
+
+SRCDIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+: "${NBDFS:=$SRCDIR/nbdfs}"
+
+runs=3 runtime=4 size=1G transport=both files=20000 quick=0
+out=$SRCDIR/bench-out
+tests_sel=
+runs_set= runtime_set= size_set= files_set= transport_set=
+
+usage() {
+  sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
+  cat <<EOF
+
+Options:
+  --quick          smoke run: 1 run, 1 s per fio job, 128M export, 500
+                   files, Unix socket only (each can still be overridden)
+  --runs N         repetitions of every test per client (default $runs)
+  --runtime S      seconds per fio job (default $runtime)
+  --size SIZE      export size, also the fio region and the dd length
+                   (default $size; suffix K, M or G)
+  --transport T    unix, tcp or both (default both, Unix socket first)
+  --files N        small files in the real-use tree (default $files)
+  --tests LIST     comma-separated subset of: $(echo "${ALL_TESTS[*]}" | tr ' ' ,)
+  --out DIR        output directory (default bench-out/)
+Environment: NBDFS (default ./nbdfs), NBDFS_OPTS (extra nbdfs options),
+NBDFUSE_OPTS (extra nbdfuse options).
+EOF
+}
+
+ALL_TESTS=(seq-read-1M-qd1 seq-read-1M-qd16 seq-write-1M-qd1 seq-write-1M-qd16
+           rand-read-4k-qd32-j1 rand-read-4k-qd32-j2
+           rand-write-4k-qd32-j1 rand-write-4k-qd32-j2
+           lat-read-4k-qd1 dd-read dd-write real-use)
+CLIENTS=(nbdfs nbdfuse ceiling)
+
+die() { echo "bench: $*" >&2; exit 1; }
+need_arg() { [ $# -ge 2 ] && [ -n "$2" ] || die "$1 needs a value (see --help)"; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick=1 ;;
+    --runs) need_arg "$@"; runs=$2; runs_set=1; shift ;;
+    --runtime) need_arg "$@"; runtime=$2; runtime_set=1; shift ;;
+    --size) need_arg "$@"; size=$2; size_set=1; shift ;;
+    --transport) need_arg "$@"; transport=$2; transport_set=1; shift ;;
+    --files) need_arg "$@"; files=$2; files_set=1; shift ;;
+    --out) need_arg "$@"; out=$2; shift ;;
+    --tests) need_arg "$@"; tests_sel=$2; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) die "unknown option '$1' (see --help)" ;;
+  esac
+  shift
+done
+if [ "$quick" = 1 ]; then
+  [ -n "$runs_set" ] || runs=1
+  [ -n "$runtime_set" ] || runtime=1
+  [ -n "$size_set" ] || size=128M
+  [ -n "$files_set" ] || files=500
+  [ -n "$transport_set" ] || transport=unix
+fi
+
+[[ "$runs" =~ ^[1-9][0-9]*$ ]] || die "--runs takes a number >= 1"
+[[ "$runtime" =~ ^[1-9][0-9]*$ ]] || die "--runtime takes whole seconds >= 1"
+[[ "$files" =~ ^[1-9][0-9]*$ ]] || die "--files takes a number >= 1"
+case "$transport" in
+  unix) transports=(unix) ;;
+  tcp) transports=(tcp) ;;
+  both) transports=(unix tcp) ;;
+  *) die "--transport takes unix, tcp or both" ;;
+esac
+size_bytes=$(numfmt --from=iec "${size^^}" 2>/dev/null) \
+  || die "--size '$size': expected a size like 512M or 1G"
+size_mib=$(( size_bytes / 1048576 ))
+[ "$size_mib" -ge 64 ] && [ $(( size_bytes % 1048576 )) -eq 0 ] \
+  || die "--size must be a whole number of MiB, at least 64M"
+
+if [ -n "$tests_sel" ]; then
+  IFS=, read -r -a tests <<< "$tests_sel"
+  for t in "${tests[@]}"; do
+    [[ " ${ALL_TESTS[*]} " == *" $t "* ]] || die "unknown test '$t' (see --help)"
+  done
+else
+  tests=("${ALL_TESTS[@]}")
+fi
+
+# --- what the machine must have ---------------------------------------
+[ "$(id -u)" = 0 ] || die "run as root (drop_caches, loop devices, mount)"
+for c in fio nbdkit nbdfuse nbdcopy gnuplot mkfs.ext4 losetup python3 \
+         fusermount3 mountpoint numfmt timeout; do
+  command -v "$c" >/dev/null || die "missing $c: run scripts/install-deps.sh"
+done
+[ -c /dev/fuse ] || die "/dev/fuse is missing (modprobe fuse)"
+fio --enghelp=nbd >/dev/null 2>&1 || die "this fio has no nbd engine"
+nbdkit memory --version >/dev/null 2>&1 || die "nbdkit has no memory plugin"
+[ -w /proc/sys/vm/drop_caches ] || die "cannot write /proc/sys/vm/drop_caches"
+[ -x "$NBDFS" ] || echo "bench: $NBDFS not found: the nbdfs column will be n/a" >&2
+
+# --- bookkeeping and cleanup (by PID, never by name) --------------------
+tmp=$(mktemp -d /tmp/nbdfs-bench.XXXXXX)
+shm=$(mktemp -d /dev/shm/nbdfs-bench.XXXXXX)
+pids=() fuse_mnts=() loop_devs=() plain_mnts=() fusectl_mounted=0
+
+kill_pid() {
+  local pid=$1 i
+  kill "$pid" 2>/dev/null || return 0
+  for (( i=0; i<100; i++ )); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  kill -9 "$pid" 2>/dev/null || true
+}
+cleanup() {
+  local rc=$? m d p
+  set +e
+  for m in "${plain_mnts[@]}"; do
+    mountpoint -q "$m" && umount "$m"
+  done
+  for d in "${loop_devs[@]}"; do [ -z "$d" ] || losetup -d "$d"; done
+  for m in "${fuse_mnts[@]}"; do
+    if mountpoint -q "$m"; then
+      fusermount3 -u "$m" 2>/dev/null || fusermount3 -uz "$m"
+    fi
+  done
+  for p in "${pids[@]}"; do kill_pid "$p"; done
+  [ "$fusectl_mounted" = 1 ] && umount /sys/fs/fuse/connections
+  rm -rf "$tmp" "$shm"
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_for() {  # wait_for SECS CMD...
+  local secs=$1 i; shift
+  for (( i=0; i<secs*10; i++ )); do
+    "$@" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  return 1
+}
+now() { date +%s.%N; }
+elapsed_s() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+
+# Loop devices we attached, forgotten again as soon as they are detached
+# (the number may be reused by someone else right after).
+loop_attach() {  # loop_attach FILE: sets $loop
+  loop=$(losetup -f --show "$1") || return 1
+  loop_devs+=("$loop")
+}
+loop_detach() {  # loop_detach DEV
+  local i
+  losetup -d "$1" || return 1
+  for i in "${!loop_devs[@]}"; do
+    [ "${loop_devs[$i]}" != "$1" ] || loop_devs[$i]=
+  done
+}
+
+# The FUSE control filesystem shows each connection's queue ("waiting"):
+# sampled during fio runs, it tells how many requests the kernel really
+# had outstanding with each FUSE server.
+if ! mountpoint -q /sys/fs/fuse/connections; then
+  mount -t fusectl none /sys/fs/fuse/connections 2>/dev/null \
+    && fusectl_mounted=1 || true
+fi
+
+mkdir -p "$out"
+rm -rf "$out/raw" "$out/results.md" "$out/results.json" "$out/bench.png" \
+  "$out/chart.dat" "$out/gnuplot.log"
+mkdir -p "$out/raw"
+
+# --- data made once -----------------------------------------------------
+# A random source for dd/nbdcopy writes and the initial fill, in RAM so the
+# source never limits the rate.
+head -c "$size_bytes" /dev/urandom > "$shm/src.img"
+
+# The real-use tree: $files small files (1-8 KiB, seeded, so every run and
+# client copies the same bytes) in ~100 per directory, plus their md5sums.
+python3 - "$shm/tree" "$files" <<'PY'
+import os, random, sys
+root, n = sys.argv[1], int(sys.argv[2])
+rnd = random.Random(20240601)
+for i in range(n):
+    d = os.path.join(root, "d%03d" % (i // 100))
+    if i % 100 == 0:
+        os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "f%05d" % i), "wb") as f:
+        f.write(rnd.randbytes(rnd.randint(1024, 8192)))
+PY
+(cd "$shm/tree" && find . -type f -print0 | sort -z | xargs -0 md5sum) > "$tmp/tree.md5"
+truncate -s "$size_bytes" "$shm/ram.img"   # the real-use ceiling's disk
+
+# --- server and clients ---------------------------------------------------
+uri= nbdfs_addr= srv_pid=
+declare -A client_file client_pid client_conn client_state
+
+start_server() {  # start_server unix|tcp
+  local t=$1 pidf=$tmp/nbdkit-$1.pid
+  # One nbdkit for all three clients; 16 threads so the server is never
+  # what limits a queue depth of 32 from two jobs.
+  local common=(-P "$pidf" --threads 16 memory "$size_bytes" allocator=malloc)
+  if [ "$t" = unix ]; then
+    nbdkit -U "$tmp/nbd.sock" "${common[@]}"
+    uri="nbd+unix:///?socket=$tmp/nbd.sock"
+  else
+    local port
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    nbdkit -i 127.0.0.1 -p "$port" "${common[@]}"
+    uri="nbd://127.0.0.1:$port/"
+  fi
+  nbdfs_addr=$uri
+  wait_for 20 test -s "$pidf" || die "nbdkit ($t) did not start"
+  srv_pid=$(cat "$pidf"); pids+=("$srv_pid")
+  wait_for 20 nbdinfo --size "$uri" || die "nbdkit ($t) does not answer at $uri"
+  # Fill the export once so every client reads allocated, random data.
+  nbdcopy --flush "$shm/src.img" "$uri"
+}
+
+stop_server() {
+  kill_pid "$srv_pid"
+}
+
+fuse_conn_of() {  # the fusectl directory of the mount at $1, or empty
+  local dev
+  dev=$(mountpoint -d "$1" 2>/dev/null) || return 0
+  [ -d "/sys/fs/fuse/connections/${dev#*:}" ] \
+    && echo "/sys/fs/fuse/connections/${dev#*:}"
+  return 0
+}
+
+start_client() {  # start_client nbdfs|nbdfuse TRANSPORT
+  local c=$1 t=$2 mnt=$tmp/mnt-$1 log=$out/raw/$2-$1.log pid
+  mkdir -p "$mnt"
+  client_state[$c]=ok
+  if [ "$c" = nbdfs ]; then
+    if [ ! -x "$NBDFS" ]; then
+      client_state[$c]="$NBDFS not built"; return 0
+    fi
+    # shellcheck disable=SC2086
+    "$NBDFS" -f -n disk ${NBDFS_OPTS:-} "$nbdfs_addr" "$mnt" >"$log" 2>&1 &
+  else
+    # shellcheck disable=SC2086
+    nbdfuse ${NBDFUSE_OPTS:-} "$mnt/disk" "$uri" >"$log" 2>&1 &
+  fi
+  pid=$!
+  pids+=("$pid"); fuse_mnts+=("$mnt")
+  if ! wait_for 30 test -f "$mnt/disk"; then
+    client_state[$c]="did not mount: $(tail -n 1 "$log" 2>/dev/null)"
+    mountpoint -q "$mnt" && fusermount3 -uz "$mnt"
+    kill_pid "$pid"
+    return 0
+  fi
+  local got
+  got=$(stat -c %s "$mnt/disk")
+  if [ "$got" != "$size_bytes" ]; then
+    client_state[$c]="file size $got, expected $size_bytes"
+  fi
+  client_file[$c]=$mnt/disk
+  client_pid[$c]=$pid
+  client_conn[$c]=$(fuse_conn_of "$mnt")
+}
+
+stop_client() {  # stop_client nbdfs|nbdfuse
+  local c=$1 mnt=$tmp/mnt-$1
+  if mountpoint -q "$mnt"; then
+    fusermount3 -u "$mnt" 2>/dev/null || { sleep 1; fusermount3 -uz "$mnt"; }
+  fi
+  [ -z "${client_pid[$c]:-}" ] || kill_pid "${client_pid[$c]}"
+  client_pid[$c]=
+}
+
+client_usable() {  # client_usable CLIENT: is the client mounted and alive?
+  local c=$1
+  [ "$c" = ceiling ] && return 0
+  [ "${client_state[$c]}" = ok ] || return 1
+  if ! kill -0 "${client_pid[$c]}" 2>/dev/null; then
+    client_state[$c]="exited during the run (see raw/$cur_transport-$c.log)"
+    return 1
+  fi
+  return 0
+}
+
+# --- the tests ------------------------------------------------------------
+# Each writes OUT/raw/TRANSPORT/TEST/CLIENT-RUN.json: fio's JSON, or
+# {"seconds": S, "bytes": B} for dd and real-use, or {"error": "..."}.
+
+write_error() {  # write_error FILE MESSAGE
+  python3 -c 'import json,sys; json.dump({"error": sys.argv[2]}, open(sys.argv[1], "w"))' "$1" "$2"
+}
+write_timing() {  # write_timing FILE SECONDS BYTES [EXTRA-JSON-FIELDS]
+  printf '{"seconds": %s, "bytes": %s%s}\n' "$2" "$3" "${4:+, $4}" > "$1"
+}
+
+# Sample the FUSE queue of CLIENT every 0.1 s into FILE, in the background.
+start_sampler() {
+  local conn=${client_conn[$1]:-} f=$2
+  sampler_pid=
+  [ -n "$conn" ] && [ -r "$conn/waiting" ] || return 0
+  ( while read -r w < "$conn/waiting"; do echo "$w"; sleep 0.1; done ) > "$f" 2>/dev/null &
+  sampler_pid=$!
+}
+stop_sampler() {
+  [ -z "$sampler_pid" ] || { kill "$sampler_pid" 2>/dev/null; wait "$sampler_pid" 2>/dev/null || true; }
+  sampler_pid=
+}
+
+fio_params() {  # fio_params TEST: the fio options of one fio test
+  case "$1" in
+    seq-read-1M-qd1)       echo "--rw=read --bs=1M --iodepth=1 --numjobs=1" ;;
+    seq-read-1M-qd16)      echo "--rw=read --bs=1M --iodepth=16 --numjobs=1" ;;
+    seq-write-1M-qd1)      echo "--rw=write --bs=1M --iodepth=1 --numjobs=1" ;;
+    seq-write-1M-qd16)     echo "--rw=write --bs=1M --iodepth=16 --numjobs=1" ;;
+    rand-read-4k-qd32-j1)  echo "--rw=randread --bs=4k --iodepth=32 --numjobs=1" ;;
+    rand-read-4k-qd32-j2)  echo "--rw=randread --bs=4k --iodepth=32 --numjobs=2" ;;
+    rand-write-4k-qd32-j1) echo "--rw=randwrite --bs=4k --iodepth=32 --numjobs=1" ;;
+    rand-write-4k-qd32-j2) echo "--rw=randwrite --bs=4k --iodepth=32 --numjobs=2" ;;
+    lat-read-4k-qd1)       echo "--rw=randread --bs=4k --iodepth=1 --numjobs=1" ;;
+    *) return 1 ;;
+  esac
+}
+
+run_fio() {  # run_fio TEST CLIENT RESULT-FILE
+  local test=$1 c=$2 res=$3 target
+  if [ "$c" = ceiling ]; then
+    target=(--ioengine=nbd "--uri=$uri")
+  else
+    target=(--ioengine=libaio --direct=1 "--filename=${client_file[$c]}")
+  fi
+  start_sampler "$c" "${res%.json}.waiting"
+  # shellcheck disable=SC2046
+  if ! timeout -k 5 $(( runtime * 4 + 60 )) \
+       fio --name="$test" $(fio_params "$test") "${target[@]}" \
+           --size="$size_bytes" --time_based --runtime="$runtime" \
+           --group_reporting --randrepeat=0 --norandommap \
+           --output-format=json --output="$res" >"${res%.json}.err" 2>&1; then
+    stop_sampler
+    write_error "$res" "fio failed: $(grep -v '^fio: connected' "${res%.json}.err" | tail -n 2 | tr '\n' ' ')"
+    return 0
+  fi
+  stop_sampler
+  rm -f "${res%.json}.err"
+}
+
+run_dd() {  # run_dd read|write CLIENT RESULT-FILE
+  local dir=$1 c=$2 res=$3 t0 t1 rc=0
+  drop_caches
+  t0=$(now)
+  if [ "$c" = ceiling ]; then
+    # No FUSE: libnbd's own copier (multi-conn, many requests in flight).
+    if [ "$dir" = read ]; then
+      timeout -k 5 300 nbdcopy "$uri" null: || rc=$?
+    else
+      timeout -k 5 300 nbdcopy --flush "$shm/src.img" "$uri" || rc=$?
+    fi
+  else
+    # Buffered (page cache, kernel readahead), 1 MiB at a time; the write
+    # includes fsync so every byte has reached the server.
+    if [ "$dir" = read ]; then
+      timeout -k 5 300 dd if="${client_file[$c]}" of=/dev/null bs=1M \
+        count="$size_mib" status=none || rc=$?
+    else
+      timeout -k 5 300 dd if="$shm/src.img" of="${client_file[$c]}" bs=1M \
+        count="$size_mib" conv=notrunc,fsync status=none || rc=$?
+    fi
+  fi
+  t1=$(now)
+  if [ "$rc" -ne 0 ]; then
+    write_error "$res" "dd-$dir failed with status $rc"
+  else
+    write_timing "$res" "$(elapsed_s "$t0" "$t1")" "$size_bytes"
+  fi
+}
+
+# Real use: mkfs.ext4 on the file, loop-mount it, copy the tree in, sync,
+# unmount, drop caches, mount again, verify every checksum, unmount.
+run_real_use() {  # run_real_use CLIENT RESULT-FILE
+  local c=$1 res=$2 file emnt=$tmp/ext4 loop= d t0 t1 err=
+  if [ "$c" = ceiling ]; then file=$shm/ram.img; else file=${client_file[$c]}; fi
+  mkdir -p "$emnt"
+  drop_caches
+  t0=$(now)
+  {
+    timeout -k 5 300 mkfs.ext4 -q -F -E nodiscard,lazy_itable_init=0,lazy_journal_init=0 "$file" \
+      || { err="mkfs.ext4 failed"; false; }
+  } && {
+    loop_attach "$file" || { err="losetup failed"; false; }
+  } && {
+    mount "$loop" "$emnt" && plain_mnts+=("$emnt") || { err="mount failed"; false; }
+  } && {
+    timeout -k 5 600 cp -a "$shm/tree/." "$emnt/" && sync \
+      || { err="copying the tree in failed"; false; }
+  } && {
+    umount "$emnt" && loop_detach "$loop" || { err="umount failed"; false; }
+  } && {
+    drop_caches
+    loop_attach "$file" || { err="losetup (2) failed"; false; }
+  } && {
+    mount -o ro "$loop" "$emnt" || { err="re-mount failed"; false; }
+  } && {
+    (cd "$emnt" && timeout -k 5 600 md5sum -c --quiet "$tmp/tree.md5") \
+      >"${res%.json}.md5" 2>&1 \
+      || { err="checksums differ after re-mount (see ${res%.json}.md5)"; false; }
+  } && {
+    umount "$emnt" && loop_detach "$loop" || { err="umount (2) failed"; false; }
+  } || true
+  t1=$(now)
+  if [ -n "$err" ]; then
+    mountpoint -q "$emnt" && umount "$emnt"
+    for d in "${loop_devs[@]}"; do [ -z "$d" ] || loop_detach "$d"; done
+    write_error "$res" "$err"
+  else
+    rm -f "${res%.json}.md5"
+    write_timing "$res" "$(elapsed_s "$t0" "$t1")" \
+      "$(du -sb "$shm/tree" | cut -f1)" "\"files\": $files"
+  fi
+}
+
+run_one() {  # run_one TEST CLIENT RUN
+  local test=$1 c=$2 r=$3 res
+  res=$out/raw/$cur_transport/$test/$c-$r.json
+  mkdir -p "${res%/*}"
+  if ! client_usable "$c"; then
+    write_error "$res" "${client_state[$c]}"
+    return 0
+  fi
+  case "$test" in
+    dd-read) run_dd read "$c" "$res" ;;
+    dd-write) run_dd write "$c" "$res" ;;
+    real-use) run_real_use "$c" "$res" ;;
+    *) run_fio "$test" "$c" "$res" ;;
+  esac
+}
+
+# --- the run --------------------------------------------------------------
+start=$(date +%s)
+for cur_transport in "${transports[@]}"; do
+  echo "bench: $cur_transport: starting nbdkit memory $size and the clients" >&2
+  start_server "$cur_transport"
+  start_client nbdfs "$cur_transport"
+  start_client nbdfuse "$cur_transport"
+  for c in nbdfs nbdfuse; do
+    [ "${client_state[$c]}" = ok ] \
+      || echo "bench: $cur_transport: $c: ${client_state[$c]}" >&2
+  done
+  for test in "${tests[@]}"; do
+    echo "bench: $cur_transport: $test" >&2
+    for (( r=1; r<=runs; r++ )); do
+      # Rotate who goes first, so no client always runs on a cold server.
+      for (( k=0; k<3; k++ )); do
+        run_one "$test" "${CLIENTS[$(( (r - 1 + k) % 3 ))]}" "$r"
+      done
+    done
+  done
+  stop_client nbdfs
+  stop_client nbdfuse
+  stop_server
+done
+elapsed=$(( $(date +%s) - start ))
+
+# --- report ---------------------------------------------------------------
+nbdfs_rev=$(git -C "$SRCDIR" rev-parse --short HEAD 2>/dev/null || echo unknown)
+python3 "$SRCDIR/scripts/bench-report.py" "$out" \
+  --runs "$runs" --runtime "$runtime" --size "$size" --files "$files" \
+  --elapsed "$elapsed" --nbdfs-rev "$nbdfs_rev" \
+  --transports "${transports[*]}" --tests "${tests[*]}"
+# (gnuplot warns about a series with no points, e.g. nbdfs n/a: logged.)
+gnuplot -e "datafile='$out/chart.dat'; outfile='$out/bench.png'" \
+  "$SRCDIR/scripts/bench-chart.gp" 2>"$out/gnuplot.log" \
+  || { cat "$out/gnuplot.log" >&2; die "gnuplot failed"; }
+echo "bench: wrote $out/results.md, $out/results.json, $out/bench.png (${elapsed}s)" >&2

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# scripts/bench.sh --quick end to end, tiny: one test of each kind (fio
+# bandwidth, IOPS with 2 jobs, latency percentiles, buffered dd both ways,
+# the ext4 real-use run), Unix socket, 64M export. Checks that the table,
+# results.json and the PNG are written, that every figure is a number, that
+# each target has a verdict, and that the bench left no mount, loop device
+# or temporary directory behind.
+# timeout: 150
+# asan: skip
+source "$SRCDIR/test/functions.sh"
+requires_root
+requires_fuse
+requires fio --enghelp=nbd
+requires_nbdkit_plugin memory
+requires nbdfuse --version
+requires gnuplot --version
+requires mkfs.ext4 -V
+requires losetup --version
+
+leftovers() {
+  { grep -c nbdfs-bench /proc/mounts || true
+    losetup -a | grep -c nbdfs-bench || true
+    ls -d /tmp/nbdfs-bench.* /dev/shm/nbdfs-bench.* 2>/dev/null | wc -l
+  } | tr '\n' ' '
+}
+before=$(leftovers)
+
+out=$tmp/out
+tests=seq-read-1M-qd16,rand-write-4k-qd32-j2,lat-read-4k-qd1,dd-read,dd-write,real-use
+NBDFS=$NBDFS timeout -k 10 120 bash "$SRCDIR/scripts/bench.sh" --quick \
+  --runtime 1 --size 64M --files 200 --tests "$tests" --out "$out" \
+  > "$tmp/stdout"
+
+[ "$(leftovers)" = "$before" ] || fail "bench left mounts/loops/tmp dirs: $(leftovers) (before: $before)"
+
+test -s "$out/results.md" || fail "no results.md"
+cmp "$tmp/stdout" "$out/results.md" || fail "stdout differs from results.md"
+head -c 8 "$out/bench.png" | od -An -tx1 | grep -q '89 50 4e 47 0d 0a 1a 0a' \
+  || fail "bench.png is not a PNG"
+ls "$out"/raw/unix/rand-write-4k-qd32-j2/{nbdfs,nbdfuse,ceiling}-1.json
+ls "$out"/raw/unix/lat-read-4k-qd1/nbdfuse-1.json "$out"/raw/unix/real-use/ceiling-1.json
+
+# Until FUSE mode is built, the nbdfs column may be n/a; once nbdfs mounts,
+# every cell must be a number.
+nbdfs_missing=0
+grep -q 'nbdfs: did not mount: nbdfs: .*not built yet' "$out/results.md" && nbdfs_missing=1
+
+python3 - "$out" "$nbdfs_missing" <<'PY'
+import json, re, sys
+out, nbdfs_missing = sys.argv[1], sys.argv[2] == "1"
+num = re.compile(r"^[0-9]+(\.[0-9]+)?$")
+rows = [l for l in open(out + "/results.md") if l.startswith("| ")
+        and not l.startswith("| test ") and not l.startswith("| transport ")]
+main = [l for l in rows if len(l.split("|")) == 11]
+want = ["seq-read-1M-qd16", "rand-write-4k-qd32-j2", "lat-read-4k-qd1 p50",
+        "lat-read-4k-qd1 p99", "dd-read (buffered)", "dd-write (buffered)",
+        "real-use ext4 total"]
+names = [l.split("|")[1].strip() for l in main]
+assert names == want, "table rows %r, expected %r" % (names, want)
+for l in main:
+    c = [x.strip() for x in l.split("|")[1:-1]]
+    name, unit, nbdfs, nbdfuse, ceil, r1, r2, target, met = c
+    for v, col in ((nbdfuse, "nbdfuse"), (ceil, "ceiling")):
+        assert num.match(v), "%s: %s cell %r is not a number" % (name, col, v)
+    for v, col in ((nbdfs, "nbdfs"), (r1, "nbdfs/nbdfuse"), (r2, "nbdfs/ceiling")):
+        if nbdfs_missing:
+            assert v == "n/a", "%s: %s %r" % (name, col, v)
+        else:
+            assert num.match(v), "%s: %s cell %r is not a number" % (name, col, v)
+    assert float(nbdfuse) > 0 and float(ceil) > 0, name
+    if target == "—":
+        assert met == "—", (name, met)
+    else:
+        assert re.match(r"^[≥≤] [0-9.]+×$", target), (name, target)
+        assert met in (("n/a",) if nbdfs_missing else ("yes", "**no**")), (name, met)
+j = json.load(open(out + "/results.json"))
+assert len(j["rows"]) == len(want)
+assert all(len(r["samples"]["nbdfuse"]) == 1 for r in j["rows"])
+# The queue sampler saw nbdfuse's FUSE connection during the fio runs.
+assert any(w["client"] == "nbdfuse" for w in j["fuse_waiting"]), j["fuse_waiting"]
+print("table OK, nbdfs column %s" % ("n/a (FUSE not built)" if nbdfs_missing else "measured"))
+PY
