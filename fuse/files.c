@@ -1,0 +1,200 @@
+/* nbdfs — which files the mount shows: one per export, with its name.
+ *
+ * File names (documented in the README, "FUSE mode"):
+ *  - --name FILE wins (single export only), checked like any other name.
+ *  - The default export (empty name) is "disk".
+ *  - Otherwise the export name, made safe for one path component:
+ *    '/' and control bytes (0x00-0x1f, 0x7f) become '_'; the names "." and
+ *    ".." become "_." and "_.."; longer than NAME_MAX (255) bytes is cut
+ *    (at a UTF-8 character boundary). With --all, a name that is already
+ *    taken gets "-2", "-3"... appended.
+ * Export names from NBD_OPT_LIST arrive escaped for printing (\xNN for
+ * bytes that are not printable UTF-8); such exports are opened by the
+ * escaped name, which only works where the two are the same.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fuse/fs.h"
+#include "nbdclient/error.h"
+#include "nbdclient/names.h"
+#include "nbdclient/protocol.h"
+
+char *
+nbdfs_file_name_for_export (const char *export_name)
+{
+  if (export_name == NULL || export_name[0] == '\0')
+    return g_strdup (NBDFS_DEFAULT_FILE_NAME);
+  if (strcmp (export_name, ".") == 0 || strcmp (export_name, "..") == 0)
+    return g_strconcat ("_", export_name, NULL);
+
+  GString *s = g_string_new (NULL);
+  for (const unsigned char *p = (const unsigned char *) export_name; *p; p++)
+    g_string_append_c (s, (*p == '/' || *p < 0x20 || *p == 0x7f) ? '_' : *p);
+  if (s->len > NAME_MAX) {
+    size_t n = NAME_MAX;
+    /* Do not cut a UTF-8 sequence in half: back up over continuation
+     * bytes (10xxxxxx) to the start of the character. */
+    while (n > 0 && ((unsigned char) s->str[n] & 0xc0) == 0x80)
+      n--;
+    g_string_truncate (s, n);
+  }
+  return g_string_free (s, FALSE);
+}
+
+static gboolean
+check_user_name (const char *name, GError **error)
+{
+  if (name[0] == '\0' || strchr (name, '/') != NULL
+      || strcmp (name, ".") == 0 || strcmp (name, "..") == 0
+      || strlen (name) > NAME_MAX) {
+    g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_USAGE,
+                 "--name '%s': give a plain file name (no '/', not '.' or "
+                 "'..', at most %d bytes)", name, NAME_MAX);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+NbdfsFile *
+nbdfs_file_by_ino (NbdfsFs *fs, fuse_ino_t ino)
+{
+  if (ino < NBDFS_FIRST_FILE_INO
+      || ino - NBDFS_FIRST_FILE_INO >= fs->files->len)
+    return NULL;
+  return g_ptr_array_index (fs->files, ino - NBDFS_FIRST_FILE_INO);
+}
+
+NbdfsFile *
+nbdfs_file_by_name (NbdfsFs *fs, const char *name)
+{
+  for (guint i = 0; i < fs->files->len; i++) {
+    NbdfsFile *f = g_ptr_array_index (fs->files, i);
+    if (strcmp (f->name, name) == 0)
+      return f;
+  }
+  return NULL;
+}
+
+static void
+file_free (NbdfsFile *f)
+{
+  g_free (f->name);
+  g_free (f->export_name);
+  nbdc_export_clear (&f->exp);
+  g_free (f);
+}
+
+/* Opens one pool for EXPORT_NAME and appends its file called NAME. */
+static gboolean
+add_file (NbdfsFs *fs, const char *export_name, const char *name,
+          GError **error)
+{
+  NbdcOptions opts = { 0 };
+  nbdc_options_copy (&opts, &fs->cli->nbd);
+  g_free (opts.addr.export_name);
+  opts.addr.export_name = g_strdup (export_name);
+
+  NbdfsFile *f = g_new0 (NbdfsFile, 1);
+  f->pool = nbdc_pool_open (&opts, &fs->cli->pool, &f->exp, error);
+  nbdc_options_clear (&opts);
+  if (f->pool == NULL) {
+    g_free (f);
+    return FALSE;
+  }
+  f->ino = NBDFS_FIRST_FILE_INO + fs->files->len;
+  f->export_name = g_strdup (export_name);
+  f->name = g_strdup (name);
+  f->read_only = fs->cli->pool.read_only
+    || (f->exp.eflags & NBD_FLAG_READ_ONLY) != 0;
+  f->mode = S_IFREG | (f->read_only ? 0444 : 0644);
+  f->uid = fs->uid;
+  f->gid = fs->gid;
+  f->atime = f->mtime = f->ctime = fs->root_time;
+  f->allocated = -1;
+  g_ptr_array_add (fs->files, f);
+
+  g_autofree char *flags = nbdc_eflags_to_string (f->exp.eflags);
+  g_debug ("file '%s': export '%s', %" G_GUINT64_FORMAT " bytes, "
+           "%u connection(s), block sizes %u/%u/%u, flags %s%s",
+           f->name, export_name, f->exp.size,
+           nbdc_pool_connections (f->pool), f->exp.min_block,
+           f->exp.pref_block, f->exp.max_block, flags,
+           f->read_only ? " (read-only file)" : "");
+  return TRUE;
+}
+
+gboolean
+nbdfs_files_open (NbdfsFs *fs, GError **error)
+{
+  NbdfsCli *cli = fs->cli;
+
+  fs->files = g_ptr_array_new ();
+  if (!cli->all) {
+    g_autofree char *name = NULL;
+    if (cli->file_name) {
+      if (!check_user_name (cli->file_name, error))
+        return FALSE;
+      name = g_strdup (cli->file_name);
+    }
+    else
+      name = nbdfs_file_name_for_export (cli->nbd.addr.export_name);
+    return add_file (fs, cli->nbd.addr.export_name, name, error);
+  }
+
+  if (cli->file_name) {
+    g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_USAGE,
+                 "--name and --all do not go together: with --all each file "
+                 "is named after its export");
+    return FALSE;
+  }
+  g_autoptr (GPtrArray) entries = NULL;
+  if (!nbdc_list_exports (&cli->nbd, &entries, error)) {
+    g_prefix_error (error, "--all: ");
+    return FALSE;
+  }
+  if (entries->len == 0) {
+    g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_NO_SUCH_EXPORT,
+                 "--all: the server lists no exports");
+    return FALSE;
+  }
+  for (guint i = 0; i < entries->len; i++) {
+    NbdExportEntry *e = g_ptr_array_index (entries, i);
+    g_autofree char *base = nbdfs_file_name_for_export (e->name);
+    g_autofree char *name = g_strdup (base);
+    for (unsigned n = 2; nbdfs_file_by_name (fs, name) != NULL; n++) {
+      g_free (name);
+      name = g_strdup_printf ("%s-%u", base, n);
+    }
+    if (!add_file (fs, e->name, name, error)) {
+      g_prefix_error (error, "--all: export '%s': ", e->name);
+      return FALSE;
+    }
+  }
+  return TRUE;
+}
+
+int
+nbdfs_files_close (NbdfsFs *fs)
+{
+  int first = 0;
+
+  if (fs->files == NULL)
+    return 0;
+  for (guint i = 0; i < fs->files->len; i++) {
+    NbdfsFile *f = g_ptr_array_index (fs->files, i);
+    int err = nbdc_pool_close (f->pool);
+    if (err) {
+      g_warning ("file '%s': the final flush failed: %s", f->name,
+                 g_strerror (err));
+      if (first == 0)
+        first = err;
+    }
+    file_free (f);
+  }
+  g_ptr_array_free (fs->files, TRUE);
+  fs->files = NULL;
+  return first;
+}

@@ -1,0 +1,145 @@
+/* nbdfs — FUSE mode internals shared by the op files (ops-*.c), the file
+ * table (files.c) and the lifecycle (mount.c).
+ *
+ * Threading (cf. libnbd fuse/operations.c "NOTES ON THE THREAD MODEL"):
+ * libfuse worker threads call the op handlers; a handler turns the request
+ * into nbdc_pool_* calls and returns without waiting. The completion runs
+ * on a connection's reader thread and calls fuse_reply_*. Ops that must
+ * loop over several replies (lseek) go to one helper thread (worker.c) so
+ * neither libfuse workers nor readers ever block on the server.
+ * Every request that is still owed a reply is counted (nbdfs_req_begin /
+ * nbdfs_req_end) so shutdown can wait for them before closing the pools.
+ */
+#ifndef NBDFS_FUSE_FS_H
+#define NBDFS_FUSE_FS_H
+
+#include <stdint.h>
+#include <sys/stat.h>
+#include <fuse_lowlevel.h>
+#include <glib.h>
+
+#include "fuse/cli.h"
+#include "nbdclient/pool.h"
+
+/* The file for the default export (empty name) when --name is not given. */
+#define NBDFS_DEFAULT_FILE_NAME "disk"
+/* Inode numbers: the root directory is FUSE_ROOT_ID (1); file i is i + 2. */
+#define NBDFS_FIRST_FILE_INO 2
+/* How long the kernel may cache attributes and names: nothing changes
+ * behind its back (sizes are fixed, only we change modes and times). */
+#define NBDFS_ATTR_TIMEOUT 60.0
+
+typedef struct {
+  fuse_ino_t ino;
+  char *name;                 /* the file name in the mount */
+  char *export_name;          /* the NBD export behind it */
+  NbdPool *pool;
+  NbdExport exp;
+  gboolean read_only;         /* server flag or -r */
+  /* In-memory attributes (chmod/chown/utimes); under NbdfsFs.lock. */
+  mode_t mode;
+  uid_t uid;
+  gid_t gid;
+  struct timespec atime, mtime, ctime;
+  /* Allocated bytes from base:allocation (st_blocks); -1 while unknown.
+   * Refreshed by the worker thread, read with g_atomic. */
+  gint64 allocated;
+  gint64 allocated_at;        /* g_get_monotonic_time of the last scan */
+  gint scan_queued;
+} NbdfsFile;
+
+typedef struct {
+  NbdfsCli *cli;
+  GPtrArray *files;           /* NbdfsFile *, index = ino - 2 */
+  GMutex lock;                /* attributes of the files and the root */
+  uid_t uid;                  /* the mounting user */
+  gid_t gid;
+  mode_t root_mode;
+  struct timespec root_time;
+  gboolean debug;             /* cheap guard for per-request g_debug */
+  /* Requests owed a reply (see above). */
+  GMutex inflight_lock;
+  GCond inflight_cond;
+  guint inflight;
+  /* The helper thread's queue (worker.c). */
+  GAsyncQueue *jobs;
+  GThread *worker;
+} NbdfsFs;
+
+/* ---- files.c: names and the export table ---- */
+
+/* A file name for export NAME: see files.c for the rules. Caller frees. */
+char *nbdfs_file_name_for_export (const char *export_name);
+/* Opens the pool(s) and fills fs->files. Returns FALSE with error set. */
+gboolean nbdfs_files_open (NbdfsFs *fs, GError **error);
+/* Closes every pool (flush + NBD_CMD_DISC). Returns 0 or the first errno. */
+int nbdfs_files_close (NbdfsFs *fs);
+NbdfsFile *nbdfs_file_by_ino (NbdfsFs *fs, fuse_ino_t ino);
+NbdfsFile *nbdfs_file_by_name (NbdfsFs *fs, const char *name);
+
+/* ---- ops-attr.c: attributes ---- */
+
+void nbdfs_fill_attr (NbdfsFs *fs, fuse_ino_t ino, struct stat *st);
+
+/* ---- requests owed a reply ---- */
+
+static inline NbdfsFs *
+nbdfs_fs (fuse_req_t req)
+{
+  return fuse_req_userdata (req);
+}
+
+void nbdfs_req_begin (NbdfsFs *fs);
+void nbdfs_req_end (NbdfsFs *fs);
+/* Waits until no request is owed a reply. */
+void nbdfs_req_drain (NbdfsFs *fs);
+
+/* ---- worker.c: the helper thread for ops that wait ---- */
+
+typedef void (*NbdfsJobFn) (NbdfsFs *fs, void *data);
+gboolean nbdfs_worker_start (NbdfsFs *fs, GError **error);
+void nbdfs_worker_push (NbdfsFs *fs, NbdfsJobFn fn, void *data);
+void nbdfs_worker_stop (NbdfsFs *fs);
+/* Synchronous base:allocation query for the worker: calls extent for each
+ * extent; returns 0 or errno. */
+int nbdfs_block_status_sync (NbdfsFile *f, uint64_t offset, uint64_t length,
+                             NbdcExtentFn extent, void *opaque);
+/* Queue a background scan of the allocation of f (for st_blocks) unless
+ * one ran recently or is queued. */
+void nbdfs_allocation_refresh (NbdfsFs *fs, NbdfsFile *f);
+
+/* ---- log.c ---- */
+
+/* Routes GLib and libfuse messages to stderr (foreground) or syslog. */
+void nbdfs_log_setup (gboolean to_syslog, gboolean verbose);
+
+/* ---- op handlers (one file each) ---- */
+
+void nbdfs_fuse_init (void *userdata, struct fuse_conn_info *conn);
+void nbdfs_fuse_lookup (fuse_req_t req, fuse_ino_t parent, const char *name);
+void nbdfs_fuse_getattr (fuse_req_t req, fuse_ino_t ino,
+                         struct fuse_file_info *fi);
+void nbdfs_fuse_setattr (fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+                         int to_set, struct fuse_file_info *fi);
+void nbdfs_fuse_readdir (fuse_req_t req, fuse_ino_t ino, size_t size,
+                         off_t off, struct fuse_file_info *fi);
+void nbdfs_fuse_open (fuse_req_t req, fuse_ino_t ino,
+                      struct fuse_file_info *fi);
+void nbdfs_fuse_release (fuse_req_t req, fuse_ino_t ino,
+                         struct fuse_file_info *fi);
+void nbdfs_fuse_statfs (fuse_req_t req, fuse_ino_t ino);
+void nbdfs_fuse_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                      struct fuse_file_info *fi);
+void nbdfs_fuse_write (fuse_req_t req, fuse_ino_t ino, const char *buf,
+                       size_t size, off_t off, struct fuse_file_info *fi);
+void nbdfs_fuse_flush (fuse_req_t req, fuse_ino_t ino,
+                       struct fuse_file_info *fi);
+void nbdfs_fuse_fsync (fuse_req_t req, fuse_ino_t ino, int datasync,
+                       struct fuse_file_info *fi);
+void nbdfs_fuse_fallocate (fuse_req_t req, fuse_ino_t ino, int mode,
+                           off_t offset, off_t length,
+                           struct fuse_file_info *fi);
+void nbdfs_fuse_lseek (fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+                       struct fuse_file_info *fi);
+
+#endif

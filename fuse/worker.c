@@ -1,0 +1,174 @@
+/* nbdfs — one helper thread for the few ops that need several round trips
+ * whose next request depends on the last reply (lseek, the allocation scan
+ * behind st_blocks). They are rare, so a single thread waiting on replies
+ * costs nothing, and the libfuse workers and the connection readers never
+ * block. Created before signals are unblocked, so it never receives
+ * SIGTERM (see mount.c).
+ */
+#include <errno.h>
+
+#include "fuse/fs.h"
+#include "nbdclient/protocol.h"
+
+typedef struct {
+  NbdfsJobFn fn;              /* NULL = stop */
+  void *data;
+} Job;
+
+static gpointer
+worker_main (gpointer opaque)
+{
+  NbdfsFs *fs = opaque;
+
+  for (;;) {
+    Job *job = g_async_queue_pop (fs->jobs);
+    if (job->fn == NULL) {
+      g_free (job);
+      return NULL;
+    }
+    job->fn (fs, job->data);
+    g_free (job);
+  }
+}
+
+gboolean
+nbdfs_worker_start (NbdfsFs *fs, GError **error)
+{
+  fs->jobs = g_async_queue_new ();
+  fs->worker = g_thread_try_new ("nbdfs-worker", worker_main, fs, error);
+  return fs->worker != NULL;
+}
+
+void
+nbdfs_worker_push (NbdfsFs *fs, NbdfsJobFn fn, void *data)
+{
+  Job *job = g_new (Job, 1);
+  job->fn = fn;
+  job->data = data;
+  g_async_queue_push (fs->jobs, job);
+}
+
+/* Runs the queued jobs to the end, then stops the thread. */
+void
+nbdfs_worker_stop (NbdfsFs *fs)
+{
+  if (fs->worker == NULL)
+    return;
+  nbdfs_worker_push (fs, NULL, NULL);
+  g_thread_join (fs->worker);
+  fs->worker = NULL;
+  g_async_queue_unref (fs->jobs);
+  fs->jobs = NULL;
+}
+
+/* ---- synchronous block status for the worker ---- */
+
+typedef struct {
+  GMutex lock;
+  GCond cond;
+  gboolean done;
+  int err;
+  NbdcExtentFn extent;
+  void *opaque;
+} SyncStatus;
+
+static void
+sync_extent (void *opaque, uint64_t offset, uint64_t length, uint32_t flags)
+{
+  SyncStatus *s = opaque;
+  s->extent (s->opaque, offset, length, flags);
+}
+
+static void
+sync_done (void *opaque, int err)
+{
+  SyncStatus *s = opaque;
+  g_mutex_lock (&s->lock);
+  s->err = err;
+  s->done = TRUE;
+  g_cond_signal (&s->cond);
+  g_mutex_unlock (&s->lock);
+}
+
+int
+nbdfs_block_status_sync (NbdfsFile *f, uint64_t offset, uint64_t length,
+                         NbdcExtentFn extent, void *opaque)
+{
+  SyncStatus s = { .extent = extent, .opaque = opaque };
+
+  g_mutex_init (&s.lock);
+  g_cond_init (&s.cond);
+  nbdc_pool_block_status (f->pool, length, offset, 0, sync_extent, sync_done,
+                          &s);
+  g_mutex_lock (&s.lock);
+  while (!s.done)
+    g_cond_wait (&s.cond, &s.lock);
+  g_mutex_unlock (&s.lock);
+  g_mutex_clear (&s.lock);
+  g_cond_clear (&s.cond);
+  return s.err;
+}
+
+/* ---- st_blocks from base:allocation ---- */
+
+/* One query covers at most this much: the length field is 32 bits
+ * (nbd-proto.md "NBD_CMD_BLOCK_STATUS"). */
+#define STATUS_CHUNK (UINT64_C (1) << 30)
+/* Scans at most this often per file. */
+#define SCAN_INTERVAL_US (5 * G_USEC_PER_SEC)
+
+typedef struct {
+  uint64_t allocated;
+  uint64_t next;              /* end of the last extent seen */
+} ScanState;
+
+static void
+scan_extent (void *opaque, uint64_t offset, uint64_t length, uint32_t flags)
+{
+  ScanState *s = opaque;
+  if (!(flags & NBD_STATE_HOLE))
+    s->allocated += length;
+  s->next = offset + length;
+}
+
+static void
+scan_job (NbdfsFs *fs, void *data)
+{
+  NbdfsFile *f = data;
+  ScanState s = { 0 };
+  uint64_t pos = 0;
+
+  while (pos < f->exp.size) {
+    uint64_t len = MIN (f->exp.size - pos, STATUS_CHUNK);
+    s.next = pos;
+    int err = nbdfs_block_status_sync (f, pos, len, scan_extent, &s);
+    if (err || s.next <= pos) {
+      if (err && fs->debug)
+        g_debug ("%s: allocation scan stopped at %" G_GUINT64_FORMAT ": %s",
+                 f->name, pos, g_strerror (err));
+      g_atomic_int_set (&f->scan_queued, 0);
+      return;                 /* keep what we had */
+    }
+    pos = s.next;
+  }
+  __atomic_store_n (&f->allocated, (gint64) s.allocated, __ATOMIC_RELAXED);
+  __atomic_store_n (&f->allocated_at, g_get_monotonic_time (),
+                    __ATOMIC_RELAXED);
+  if (fs->debug)
+    g_debug ("%s: %" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT
+             " bytes allocated", f->name, s.allocated, f->exp.size);
+  g_atomic_int_set (&f->scan_queued, 0);
+}
+
+void
+nbdfs_allocation_refresh (NbdfsFs *fs, NbdfsFile *f)
+{
+  if (!f->exp.base_allocation || fs->jobs == NULL)
+    return;
+  gint64 at = __atomic_load_n (&f->allocated_at, __ATOMIC_RELAXED);
+  if (at != 0 && g_get_monotonic_time () - at < SCAN_INTERVAL_US)
+    return;
+  if (!g_atomic_int_compare_and_exchange (&f->scan_queued, 0, 1))
+    return;
+  nbdfs_worker_push (fs, scan_job, f);
+}
