@@ -72,15 +72,28 @@ writer (GLogLevelFlags level, const GLogField *fields, gsize n_fields,
   return G_LOG_WRITER_HANDLED;
 }
 
+/* libfuse logs one line in several calls ("unknown option(s): `", "-o",
+ * "bogus'\n"): collect the pieces per thread until the newline. */
 static void
 fuse_logger (enum fuse_log_level level, const char *fmt, va_list ap)
 {
+  static GPrivate pending = G_PRIVATE_INIT ((GDestroyNotify) g_free);
   int saved = errno;
-  g_autofree char *msg = g_strdup_vprintf (fmt, ap);
+  g_autofree char *piece = g_strdup_vprintf (fmt, ap);
+  char *prev = g_private_get (&pending);
+  char *msg = g_strconcat (prev ? prev : "", piece, NULL);
+
+  if (!g_str_has_suffix (msg, "\n")) {
+    g_private_replace (&pending, msg);
+    errno = saved;
+    return;
+  }
+  g_private_replace (&pending, NULL);
   g_strchomp (msg);
   GLogLevelFlags l = level <= FUSE_LOG_ERR ? G_LOG_LEVEL_WARNING
     : level <= FUSE_LOG_NOTICE ? G_LOG_LEVEL_MESSAGE : G_LOG_LEVEL_DEBUG;
   emit (l, "libfuse", msg);
+  g_free (msg);
   errno = saved;
 }
 

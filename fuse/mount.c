@@ -31,6 +31,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <gio/gio.h>
+
 #include "fuse/fs.h"
 #include "nbdclient/error.h"
 
@@ -340,7 +342,6 @@ serve (NbdfsCli *cli, const char *mountpoint, int *ready_fd, GError **error)
     pidfile_written = TRUE;
   }
 
-  g_message ("serving %u file(s) on %s", fs.files->len, mountpoint);
   report_ready (ready_fd, NULL);
   if (!cli->foreground) {
     /* Until now messages went to stderr, where the user waits for us. */
@@ -349,6 +350,9 @@ serve (NbdfsCli *cli, const char *mountpoint, int *ready_fd, GError **error)
     if (chdir ("/") != 0)
       g_debug ("chdir /: %s", g_strerror (errno));
   }
+  g_message ("serving %u file(s) from %s on %s", fs.files->len,
+             cli->nbd.addr.socket_path ? cli->nbd.addr.socket_path
+             : cli->nbd.addr.host, mountpoint);
 
   pthread_sigmask (SIG_SETMASK, &old, NULL);
   struct fuse_loop_config loop = { .clone_fd = 1, .max_idle_threads = 16 };
