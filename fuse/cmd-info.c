@@ -22,6 +22,24 @@ style_name (NbdcStyle style)
   return "?";
 }
 
+/* "64.0 MiB". Not g_format_size: it puts a no-break space (U+00A0)
+ * before the unit, which trips up scripts. */
+static char *
+human_size (uint64_t size)
+{
+  static const char *const units[] = { "KiB", "MiB", "GiB", "TiB", "PiB",
+                                       "EiB" };
+  if (size < 1024)
+    return g_strdup_printf ("%" PRIu64 " bytes", size);
+  double v = size / 1024.0;
+  size_t u = 0;
+  while (v >= 1024.0 && u + 1 < G_N_ELEMENTS (units)) {
+    v /= 1024.0;
+    u++;
+  }
+  return g_strdup_printf ("%.1f %s", v, units[u]);
+}
+
 static void
 append_json (GString *out, const NbdExport *exp, GPtrArray *contexts)
 {
@@ -81,8 +99,7 @@ append_text (GString *out, const NbdExport *exp, GPtrArray *contexts)
   g_autofree char *name = nbdc_escape_text (exp->name, strlen (exp->name),
                                             NBD_MAX_STRING);
   g_autofree char *words = nbdc_eflags_to_string (exp->eflags);
-  g_autofree char *human = g_format_size_full (exp->size,
-                                               G_FORMAT_SIZE_IEC_UNITS);
+  g_autofree char *human = human_size (exp->size);
   g_string_append_printf (out, "export:             \"%s\"\n", name);
   if (exp->canonical_name)
     g_string_append_printf (out, "canonical name:     \"%s\"\n",

@@ -28,10 +28,11 @@ nbdfs_cmd_list (NbdfsCli *cli, GError **error)
   }
   else {
     /* One export per line; its description after a tab, if any. Names
-     * are escaped (nbdc_escape_text), so one line is one export. */
+     * are escaped (nbdc_escape_text), so one line is one export; the
+     * default export (empty name) shows as "". */
     for (guint i = 0; i < entries->len; i++) {
       NbdExportEntry *e = entries->pdata[i];
-      g_string_append (out, e->name);
+      g_string_append (out, *e->name ? e->name : "\"\"");
       if (e->description && *e->description)
         g_string_append_printf (out, "\t%s", e->description);
       g_string_append_c (out, '\n');

@@ -89,6 +89,10 @@ gboolean nbdc_error_is_refusal (const GError *error);
  * refusal in fixed newstyle option haggling, else just close. */
 void nbdc_handshake_fail (NbdcHandshake *h, const GError *error);
 
+/* After NBD_REP_ERR_UNKNOWN: asks NBD_OPT_LIST on the same connection
+ * and appends "; exports on the server: ..." to (*error)->message. */
+void nbdc_append_export_list (NbdcHandshake *h, GError **error);
+
 /* Checks size and flags once the export is chosen. */
 gboolean nbdc_check_export (const NbdExport *exp, GError **error);
 

@@ -134,26 +134,31 @@ query_info (const NbdcOptions *opts, NbdExport *exp, GPtrArray **contexts,
     if (!opts->no_structured && !nbdc_opt_structured_reply (&h, exp, error))
       goto fail;
     int r = nbdc_opt_go (&h, NBD_OPT_INFO, export, exp, error);
-    if (r < 0)
+    if (r < 0) {
+      if (g_error_matches (*error, NBDFS_ERROR, NBDFS_ERROR_NO_SUCH_EXPORT))
+        nbdc_append_export_list (&h, error);
       goto fail;
-    if (exp->structured && !opts->no_meta
-        && !nbdc_opt_list_meta_context (&h, export, ctx, error))
-      goto fail;
-    if (r > 0) {
-      nbdc_opt_abort (&h);
-      break;
     }
-    /* No NBD_OPT_INFO: GO tells the same, then we leave with
-     * NBD_CMD_DISC; servers without GO get EXPORT_NAME. */
-    g_debug ("NBD_OPT_INFO unsupported: trying NBD_OPT_GO");
+    if (r == 0)
+      g_debug ("NBD_OPT_INFO unsupported: NBD_OPT_GO will tell");
     if (exp->structured && !opts->no_meta
-        && !nbdc_opt_set_meta_context (&h, export, exp, error))
+        && (!nbdc_opt_list_meta_context (&h, export, ctx, error)
+            || !nbdc_opt_set_meta_context (&h, export, exp, error)))
       goto fail;
+    /* Then NBD_OPT_GO, and leave with NBD_CMD_DISC: --info reports what
+     * a mount would really get. (nbd-server 3.24 answers NBD_OPT_INFO
+     * with size 0; its NBD_OPT_GO has the real size.) Servers without
+     * GO get NBD_OPT_EXPORT_NAME. */
+    uint64_t info_size = exp->size;
     r = nbdc_opt_go (&h, NBD_OPT_GO, export, exp, error);
     if (r < 0)
       goto fail;
     if (r == 0 && !nbdc_opt_export_name (&h, export, exp, error))
       goto fail;
+    if (exp->size != info_size)
+      g_debug ("NBD_OPT_INFO said size %" G_GUINT64_FORMAT ", NBD_OPT_GO "
+               "says %" G_GUINT64_FORMAT ": using the latter",
+               (guint64) info_size, (guint64) exp->size);
     nbdc_send_disc (&h);
     break;
   }

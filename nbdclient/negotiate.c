@@ -186,8 +186,8 @@ nbdc_check_export (const NbdExport *exp, GError **error)
 
 /* After ERR_UNKNOWN: the names the server lists, for the message. The
  * connection is still in option haggling, so NBD_OPT_LIST is allowed. */
-static void
-add_export_list (NbdcHandshake *h, GError **error)
+void
+nbdc_append_export_list (NbdcHandshake *h, GError **error)
 {
   g_autoptr (GPtrArray) entries = g_ptr_array_new_with_free_func
     (nbdc_export_entry_free);
@@ -246,7 +246,7 @@ negotiate (int fd, const NbdcOptions *opts, NbdExport *exp,
     int r = nbdc_opt_go (&h, NBD_OPT_GO, export, exp, error);
     if (r < 0) {
       if (g_error_matches (*error, NBDFS_ERROR, NBDFS_ERROR_NO_SUCH_EXPORT))
-        add_export_list (&h, error);
+        nbdc_append_export_list (&h, error);
       goto fail;
     }
     if (r == 0) {

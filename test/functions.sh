@@ -89,11 +89,12 @@ start_qemu_nbd() {
   wait_for test -S "$sock" || fail "qemu-nbd socket did not appear"
 }
 
-# start_nbd_server CONF: nbd-server with a config file; the config must set
-# pid file = $tmp/nbd-server.pid. Sets $nbd_server_pid.
+# start_nbd_server CONF: nbd-server with a config file (nbd-server 3.24 has
+# no pid file setting in the config: we pass -p $tmp/nbd-server.pid).
+# Sets $nbd_server_pid.
 start_nbd_server() {
   local conf=$1
-  nbd-server -C "$conf"
+  nbd-server -C "$conf" -p "$tmp/nbd-server.pid"
   wait_for test -s "$tmp/nbd-server.pid" || fail "nbd-server did not start"
   nbd_server_pid=$(cat "$tmp/nbd-server.pid")
   cleanup_fn kill_pid "$nbd_server_pid"
