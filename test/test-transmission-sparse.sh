@@ -49,7 +49,9 @@ compare "$sock" $(( 12345679 ))
 # A sub-range: extents are clipped to what was asked.
 out=$("$D" "$sock" extents 1000 70000)
 echo "$out"
-[ "$(head -n1 <<<"$out")" = "1000 31768 0" ] || fail "clipped first extent"
+# (nbdkit may call the rest of the first page "zero": compare positions.)
+[ "$(head -n1 <<<"$out" | cut -d' ' -f1-2)" = "1000 31768" ] \
+  || fail "clipped first extent"
 [ "$(sed -n 3p <<<"$out")" = "65536 5464 0" ] || fail "clipped last extent"
 
 sock=$tmp/sparse

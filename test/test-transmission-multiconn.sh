@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Multi-conn (nbd-proto.md "Multi-conn", NBD_FLAG_CAN_MULTI_CONN): with
+# -C 4 requests spread over all four connections, and a flush goes to every
+# connection that wrote since its last flush (and to no other). Watched
+# through nbdkit's log filter. Also: more than one connection without
+# CAN_MULTI_CONN is refused with a clear message; FUA is passed on when
+# the server has it and emulated with a flush when it does not.
+# timeout: 60
+source "$SRCDIR/test/functions.sh"
+requires nbdkit --version
+requires_nbdkit_plugin memory
+requires_nbdkit_filter log
+requires_nbdkit_filter multi-conn
+requires_nbdkit_filter fua
+requires nbdcopy --version
+D=$TOOLS/nbdc-driver
+
+log=$tmp/log
+sock=$tmp/sock1
+start_nbdkit "$sock" --filter=log memory 64M logfile="$log"
+out=$("$D" -C 4 "$sock" info parallel-writes 32 0 1M 5 flush \
+      flush check-pattern 0 32M 5 read-md5 0 64M)
+echo "$out"
+grep -q 'connections=4 ' <<<"$out" || fail "expected 4 connections"
+[ "$(grep -c '^ok' <<<"$out")" = 4 ] || fail "multi-conn run"
+for c in 1 2 3 4; do
+  w=$(grep -c "connection=$c Write " "$log") || true
+  f=$(grep -c "connection=$c Flush " "$log") || true
+  r=$(grep -c "connection=$c Read " "$log") || true
+  echo "connection $c: $w writes, $r reads, $f flushes"
+  [ "$w" -gt 0 ] || fail "no writes on connection $c"
+  [ "$r" -gt 0 ] || fail "no reads on connection $c"
+  # One flush per connection: the second flush found nothing dirty, and
+  # close found nothing dirty either.
+  [ "$f" = 1 ] || fail "connection $c got $f flushes, expected 1"
+done
+# Every write was answered before its connection's flush was sent.
+awk '/ Flush id=/ && !f[$3]++ { fl[$3] = NR }
+     /\.\.\.Write .*return=0/ { last[$3] = NR }
+     END { for (c in fl) if (last[c] > fl[c]) { print "late write on " c;
+           exit 1 } }' "$log" || fail "write reply after the flush"
+nbdcopy "nbd+unix:///?socket=$sock" "$tmp/copy.img"
+[ "$(md5 "$tmp/copy.img")" = "$(tail -n1 <<<"$out")" ] \
+  || fail "md5 differs from nbdcopy's"
+
+# Writes on one connection only: close flushes just that one.
+: > "$log"
+"$D" -C 4 "$sock" write-pattern 0 4096 1 > /dev/null
+[ "$(grep -c ' Flush ' "$log")" = 1 ] || fail "close: expected 1 flush"
+
+# No CAN_MULTI_CONN: 1 connection by default, -C 2 refused clearly.
+sock=$tmp/sock2
+start_nbdkit "$sock" --filter=multi-conn memory 16M multi-conn-mode=disable
+out=$("$D" "$sock" info)
+grep -q 'connections=1 ' <<<"$out" || fail "default without multi-conn"
+expect_fail_with "does not allow more than one connection.*use 1 connection" \
+  "$D" -C 2 "$sock" info
+
+# FUA passed on when advertised...
+log3=$tmp/log3
+sock=$tmp/sock3
+start_nbdkit "$sock" --filter=log memory 16M logfile="$log3"
+head -c 100000 /dev/urandom > "$tmp/data"
+"$D" -C 1 "$sock" write-from "$tmp/data" 4096 flags=fua > /dev/null
+grep -q 'Write .*fua=1' "$log3" || fail "FUA not sent"
+# ...and emulated by a flush when not (fuamode=none hides SEND_FUA).
+log4=$tmp/log4
+sock=$tmp/sock4
+start_nbdkit "$sock" --filter=log --filter=fua memory 16M fuamode=none \
+  logfile="$log4"
+out=$("$D" -C 1 "$sock" write-from "$tmp/data" 4096 flags=fua \
+      read-md5 4096 100000)
+[ "$(tail -n1 <<<"$out")" = "$(md5 "$tmp/data")" ] || fail "FUA data"
+grep -q 'Write .*fua=1' "$log4" && fail "FUA sent although not advertised"
+grep -q ' Flush ' "$log4" || fail "FUA not emulated with a flush"
+echo OK
