@@ -1,14 +1,241 @@
-# Guest side of test/test-kernel-vm.sh: kernel-mode scenarios against the
-# real nbd.ko, servers on guest loopback / Unix sockets. busybox ash.
+# Guest side of test/test-kernel-vm.sh: kernel mode against the real nbd.ko,
+# nbdkit on Unix sockets under $tmp. busybox ash; see guest-lib.sh.
 . /test/guest-lib.sh
 
-# The harness itself: nbd.ko loaded, a server starts, devices exist.
-t_harness() {
-  test -d /sys/module/nbd
-  test -b /dev/nbd0
-  start_nbdkit "$tmp/sock" memory 16M
-  kill -0 "$nbdkit_pid"
+MiB=1048576
+
+# detach DEV: registered as a cleanup so a failed scenario leaves the device
+# free for the next one (registered after the server's, so it runs first).
+detach() {
+  if [ -e "/sys/block/${1#/dev/}/pid" ]; then
+    "$NBDFS" --disconnect "$1" || true
+  fi
 }
 
-vm_run harness t_harness 60
+# random_file PATH MIB
+random_file() { dd if=/dev/urandom of="$1" bs=$MiB count="$2" 2>/dev/null; }
+
+# Attach over netlink, check size and data, --status, --disconnect.
+t_netlink() {
+  start_nbdkit "$tmp/sock" memory 64M
+  dev=$("$NBDFS" --kernel "$tmp/sock" /dev/nbd0)
+  cleanup_fn detach /dev/nbd0
+  [ "$dev" = /dev/nbd0 ] || fail "printed '$dev'"
+  test -e /sys/block/nbd0/pid
+  [ "$(blockdev --getsize64 /dev/nbd0)" = $((64 * MiB)) ]
+  [ "$(cat /sys/block/nbd0/queue/logical_block_size)" = 512 ]
+  grep -qx "nbd+unix:///?socket=$tmp/sock" /sys/block/nbd0/backend
+
+  random_file "$tmp/data" 3
+  dd if="$tmp/data" of=/dev/nbd0 bs=$MiB seek=5 oflag=direct conv=fsync
+  dd if=/dev/nbd0 of="$tmp/back" bs=$MiB skip=5 count=3 iflag=direct
+  [ "$(md5 "$tmp/data")" = "$(md5 "$tmp/back")" ]
+
+  "$NBDFS" --status > "$tmp/status"
+  cat "$tmp/status"
+  grep -q "^/dev/nbd0: nbd+unix:///?socket=$tmp/sock, 67108864 bytes, 4 connections, netlink" "$tmp/status"
+  "$NBDFS" --status nbd0 --json > "$tmp/status.json"
+  cat "$tmp/status.json"
+  grep -q '"device": "/dev/nbd0"' "$tmp/status.json"
+  grep -q '"attached": true' "$tmp/status.json"
+  grep -q '"size": 67108864' "$tmp/status.json"
+  grep -q '"connections": 4' "$tmp/status.json"
+
+  expect_fail_with "already attached" "$NBDFS" --kernel "$tmp/sock" nbd0
+  "$NBDFS" --disconnect /dev/nbd0
+  test ! -e /sys/block/nbd0/pid
+  expect_fail_with "not attached" "$NBDFS" --status /dev/nbd0
+  expect_fail_with "not attached" "$NBDFS" --disconnect nbd0
+
+  # Attach again: the data is still on the server.
+  "$NBDFS" --kernel -C 1 "$tmp/sock" nbd0
+  dd if=/dev/nbd0 of="$tmp/back2" bs=$MiB skip=5 count=3 iflag=direct
+  [ "$(md5 "$tmp/data")" = "$(md5 "$tmp/back2")" ]
+  "$NBDFS" --status /dev/nbd0 | grep -q "1 connection, netlink"
+}
+
+# The ioctl interface: NBD_DO_IT in a child that lives as long as the
+# device; ext4 made through netlink must read back through ioctl.
+t_ioctl_ext4() {
+  start_nbdkit "$tmp/sock" memory 256M
+  "$NBDFS" --kernel "$tmp/sock" /dev/nbd1
+  cleanup_fn detach /dev/nbd1
+  mkfs.ext4 -q -F /dev/nbd1
+  mkdir -p "$tmp/mnt"
+  mount -t ext4 /dev/nbd1 "$tmp/mnt"
+  cleanup_fn umount "$tmp/mnt"
+  random_file "$tmp/mnt/file" 8
+  mkdir "$tmp/mnt/dir"
+  echo hello > "$tmp/mnt/dir/small"
+  sum=$(md5 "$tmp/mnt/file")
+  umount "$tmp/mnt"
+  "$NBDFS" --disconnect /dev/nbd1
+
+  "$NBDFS" --kernel --ioctl "$tmp/sock" /dev/nbd1
+  "$NBDFS" --status nbd1 | tee "$tmp/status"
+  grep -q "ioctl" "$tmp/status"
+  pid=$(cat /sys/block/nbd1/pid)
+  kill -0 "$pid"
+  [ "$(blockdev --getsize64 /dev/nbd1)" = $((256 * MiB)) ]
+  e2fsck -fn /dev/nbd1
+  mount -t ext4 /dev/nbd1 "$tmp/mnt"
+  [ "$(md5 "$tmp/mnt/file")" = "$sum" ]
+  [ "$(cat "$tmp/mnt/dir/small")" = hello ]
+  umount "$tmp/mnt"
+  "$NBDFS" --disconnect nbd1
+  test ! -e /sys/block/nbd1/pid
+  if kill -0 "$pid" 2>/dev/null; then fail "NBD_DO_IT holder still alive"; fi
+}
+
+# No device named: the kernel picks a free one and we print it.
+t_kernel_picks() {
+  start_nbdkit "$tmp/sock" memory 8M
+  "$NBDFS" --kernel "$tmp/sock" /dev/nbd0
+  cleanup_fn detach /dev/nbd0
+  dev=$("$NBDFS" --kernel "$tmp/sock")
+  cleanup_fn detach "$dev"
+  case "$dev" in /dev/nbd[1-9]*) ;; *) fail "printed '$dev'" ;; esac
+  [ "$(blockdev --getsize64 "$dev")" = $((8 * MiB)) ]
+  # --ioctl without a device takes the first free one too.
+  dev2=$("$NBDFS" --kernel --ioctl "$tmp/sock")
+  cleanup_fn detach "$dev2"
+  [ "$dev2" != "$dev" ]
+  [ "$dev2" != /dev/nbd0 ]
+  [ "$(blockdev --getsize64 "$dev2")" = $((8 * MiB)) ]
+}
+
+# -C 4 with a multi-conn server: data written in parallel reads back.
+# Without NBD_FLAG_CAN_MULTI_CONN, -C 2 is refused.
+t_multi_conn() {
+  start_nbdkit "$tmp/sock" memory 64M
+  "$NBDFS" --kernel -C 4 "$tmp/sock" /dev/nbd2
+  cleanup_fn detach /dev/nbd2
+  "$NBDFS" --status --json | grep -q '"connections": 4'
+  random_file "$tmp/data" 16
+  for i in 0 1 2 3; do
+    dd if="$tmp/data" of=/dev/nbd2 bs=$MiB skip=$((i * 4)) seek=$((i * 4)) \
+       count=4 oflag=direct conv=notrunc 2>/dev/null &
+  done
+  wait
+  dd if=/dev/nbd2 of="$tmp/back" bs=$MiB count=16 iflag=direct
+  [ "$(md5 "$tmp/data")" = "$(md5 "$tmp/back")" ]
+
+  start_nbdkit "$tmp/sock1" --filter=multi-conn memory 8M \
+    multi-conn-mode=disable
+  expect_fail_with "NBD_FLAG_CAN_MULTI_CONN" \
+    "$NBDFS" --kernel -C 2 "$tmp/sock1" /dev/nbd3
+  test ! -e /sys/block/nbd3/pid
+  # The default then is one connection.
+  "$NBDFS" --kernel "$tmp/sock1" /dev/nbd3
+  cleanup_fn detach /dev/nbd3
+  "$NBDFS" --status nbd3 | grep -q ", 1 connection,"
+}
+
+# Read-only: from the server (-r) and from us (-r on a writable export).
+t_read_only() {
+  random_file "$tmp/img" 4
+  start_nbdkit "$tmp/sock" -r file "$tmp/img"
+  "$NBDFS" --kernel "$tmp/sock" /dev/nbd4
+  cleanup_fn detach /dev/nbd4
+  [ "$(blockdev --getro /dev/nbd4)" = 1 ]
+  if dd if=/dev/zero of=/dev/nbd4 bs=4096 count=1 oflag=direct conv=fsync
+  then fail "a write to a read-only export succeeded"; fi
+  [ "$(md5 /dev/nbd4)" = "$(md5 "$tmp/img")" ]
+
+  start_nbdkit "$tmp/sock2" memory 4M
+  "$NBDFS" --kernel -r "$tmp/sock2" /dev/nbd5
+  cleanup_fn detach /dev/nbd5
+  [ "$(blockdev --getro /dev/nbd5)" = 1 ]
+  if dd if=/dev/urandom of=/dev/nbd5 bs=4096 count=1 oflag=direct conv=fsync
+  then fail "a write with -r succeeded"; fi
+  [ "$(md5 /dev/nbd5)" = "$(md5 /dev/zero $((4 * MiB)))" ]
+}
+
+# The server's minimum block size becomes the logical block size, for
+# both interfaces.
+t_block_size() {
+  start_nbdkit "$tmp/sock" --filter=blocksize-policy memory 16M \
+    blocksize-minimum=4096 blocksize-error-policy=error
+  "$NBDFS" --kernel "$tmp/sock" /dev/nbd6
+  cleanup_fn detach /dev/nbd6
+  [ "$(cat /sys/block/nbd6/queue/logical_block_size)" = 4096 ]
+  [ "$(blockdev --getss /dev/nbd6)" = 4096 ]
+  random_file "$tmp/data" 1
+  dd if="$tmp/data" of=/dev/nbd6 bs=4096 seek=3 oflag=direct conv=fsync
+  dd if=/dev/nbd6 of="$tmp/back" bs=4096 skip=3 count=256 iflag=direct
+  [ "$(md5 "$tmp/data")" = "$(md5 "$tmp/back")" ]
+  "$NBDFS" --disconnect /dev/nbd6
+  "$NBDFS" --kernel --ioctl "$tmp/sock" /dev/nbd6
+  [ "$(cat /sys/block/nbd6/queue/logical_block_size)" = 4096 ]
+}
+
+# Without --persist, a server that goes away makes I/O fail (not hang).
+t_server_gone() {
+  start_nbdkit "$tmp/sock" memory 8M
+  "$NBDFS" --kernel -C 1 "$tmp/sock" /dev/nbd7
+  cleanup_fn detach /dev/nbd7
+  dd if=/dev/nbd7 of=/dev/null bs=4096 count=1 iflag=direct
+  # SIGKILL (a crash; and nbdkit waits for connected clients on SIGTERM). for connected clients on SIGTERM.
+  kill -9 "$nbdkit_pid"
+  sleep 1
+  if timeout 60 dd if=/dev/nbd7 of=/dev/null bs=4096 count=1 skip=100 \
+       iflag=direct; then
+    fail "read from a device whose server is gone succeeded"
+  fi
+}
+
+# --persist: kill the server (SIGKILL) while a writer runs, restart it;
+# the writer must not see an error and every byte must arrive.
+t_persist() {
+  random_file "$tmp/data" 24
+  truncate -s $((32 * MiB)) "$tmp/disk.img"
+  nbdkit -U "$tmp/sock" -P "$tmp/k1.pid" file "$tmp/disk.img"
+  wait_for test -s "$tmp/k1.pid"
+  k1=$(cat "$tmp/k1.pid")
+  cleanup_fn kill_pid "$k1"
+  "$NBDFS" --kernel --persist --timeout 2 -C 2 --pidfile "$tmp/nbdfs.pid" \
+    "$tmp/sock" /dev/nbd0
+  cleanup_fn detach /dev/nbd0
+  wait_for test -s "$tmp/nbdfs.pid"
+  daemon=$(cat "$tmp/nbdfs.pid")
+  kill -0 "$daemon"
+  "$NBDFS" --status nbd0 | tee "$tmp/status"
+  grep -q "persist (pid $daemon)" "$tmp/status"
+
+  # The writer: 1 MiB direct writes, one after another.
+  ( for i in $(seq 0 23); do
+      dd if="$tmp/data" of=/dev/nbd0 bs=$MiB skip=$i seek=$i count=1 \
+         oflag=direct conv=notrunc 2>/dev/null || exit 1
+      echo $i > "$tmp/progress"
+    done ) &
+  writer=$!
+  WAIT_SECS=120 wait_for test -s "$tmp/progress"
+  wait_for sh -c "[ \$(cat $tmp/progress) -ge 3 ]"
+  kill -9 "$k1"
+  sleep 2
+  rm -f "$tmp/sock"
+  nbdkit -U "$tmp/sock" -P "$tmp/k2.pid" file "$tmp/disk.img"
+  wait_for test -s "$tmp/k2.pid"
+  cleanup_fn kill_pid "$(cat "$tmp/k2.pid")"
+  wait "$writer" || fail "the writer saw an error across the restart"
+  [ "$(cat "$tmp/progress")" = 23 ]
+  kill -0 "$daemon"
+  dmesg | grep -i nbd | tail -20
+
+  dd if=/dev/nbd0 of="$tmp/back" bs=$MiB count=24 iflag=direct
+  [ "$(md5 "$tmp/data")" = "$(md5 "$tmp/back")" ]
+  "$NBDFS" --disconnect /dev/nbd0
+  test ! -e /sys/block/nbd0/pid
+  WAIT_SECS=10 wait_for sh -c "! kill -0 $daemon"
+  [ "$(md5 "$tmp/disk.img" $((24 * MiB)))" = "$(md5 "$tmp/data")" ]
+}
+
+vm_run netlink t_netlink 120
+vm_run ioctl-ext4 t_ioctl_ext4 180
+vm_run kernel-picks t_kernel_picks 60
+vm_run multi-conn t_multi_conn 120
+vm_run read-only t_read_only 60
+vm_run block-size t_block_size 60
+vm_run server-gone t_server_gone 90
+vm_run persist t_persist 180
 vm_finish

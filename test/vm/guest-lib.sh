@@ -84,6 +84,11 @@ md5() {
 vm_results=
 vm_run() {
   _name=$1 _fn=$2 _limit=${3:-120}
+  # vmtest.only=a,b on the kernel command line (VM_APPEND) picks scenarios.
+  case ",${VMTEST_ONLY:-$_name}," in
+    *",$_name,"*) ;;
+    *) return 0 ;;
+  esac
   echo "==== VMTEST-START: $_name"
   _start=$(cut -d' ' -f1 /proc/uptime)
   (
