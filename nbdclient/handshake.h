@@ -8,6 +8,10 @@
 #include <glib.h>
 #include "nbdclient/negotiate.h"
 
+/* Our caps on how many NBD_REP_SERVER / NBD_REP_META_CONTEXT replies we
+ * keep: each is small, but a hostile server could send them forever. */
+#define NBDC_MAX_LIST_ENTRIES 10000
+
 /* One connection in the handshake phase. */
 typedef struct {
   NbdTransport *t;

@@ -106,6 +106,7 @@ query_info (const NbdcOptions *opts, NbdExport *exp, GPtrArray **contexts,
   nbdc_export_init (exp, export);
   if (!begin (opts, &h, exp, error)) {
     g_ptr_array_unref (ctx);
+    nbdc_export_clear (exp);
     return FALSE;
   }
 
@@ -171,6 +172,7 @@ query_info (const NbdcOptions *opts, NbdExport *exp, GPtrArray **contexts,
 
 fail:
   nbdc_handshake_fail (&h, *error);
+  nbdc_export_clear (exp);
   g_prefix_error (error, "%s: ", where);
   g_ptr_array_unref (ctx);
   return FALSE;

@@ -272,6 +272,7 @@ negotiate (int fd, const NbdcOptions *opts, NbdExport *exp,
 
 fail:
   nbdc_handshake_fail (&h, *error);
+  nbdc_export_clear (exp);    /* nothing for the caller to free */
   return NULL;
 }
 

@@ -64,12 +64,14 @@ void nbdc_export_copy (NbdExport *dst, const NbdExport *src);
 
 /* Negotiates on a connected fd (which it takes over). Returns the transport
  * in transmission phase (TLS if STARTTLS happened) with *exp filled, or NULL
- * with error set (fd closed). deadline: see transport.h. */
+ * with error set (fd closed, *exp cleared: nothing to free). exp must be
+ * zero-initialised or hold a previous result. deadline: see transport.h. */
 NbdTransport *nbdc_negotiate (int fd, const NbdcOptions *opts, NbdExport *exp,
                               gint64 deadline, GError **error);
 
 /* Connect + negotiate, bounded by opts->handshake_timeout. Errors are
- * prefixed with the address ("nbd.example:10809: ..."). */
+ * prefixed with the address ("nbd.example:10809: ..."). Same contract for
+ * *exp as nbdc_negotiate. */
 NbdTransport *nbdc_open (const NbdcOptions *opts, NbdExport *exp,
                          GError **error);
 

@@ -40,9 +40,10 @@ nbdc_opt_list (NbdcHandshake *h, GPtrArray *entries, GError **error)
         nbdc_reply_clear (&r);
         return FALSE;
       }
-      if (count >= 100000) {
+      if (count >= NBDC_MAX_LIST_ENTRIES) {
         g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_PROTOCOL,
-                     "the server lists more than 100000 exports");
+                     "the server lists more than %d exports",
+                     NBDC_MAX_LIST_ENTRIES);
         nbdc_reply_clear (&r);
         return FALSE;
       }

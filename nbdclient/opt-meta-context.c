@@ -64,6 +64,13 @@ meta_context (NbdcHandshake *h, uint32_t opt, const char *export,
         *have_id = TRUE;
         *id = cid;
       }
+      if (names && names->len >= NBDC_MAX_LIST_ENTRIES) {
+        g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_PROTOCOL,
+                     "the server lists more than %d meta contexts",
+                     NBDC_MAX_LIST_ENTRIES);
+        nbdc_reply_clear (&r);
+        return -1;
+      }
       if (names)
         g_ptr_array_add (names, g_steal_pointer (&shown));
       nbdc_reply_clear (&r);
