@@ -9,6 +9,7 @@
 #define NBDCLIENT_TLS_H
 
 #include <glib.h>
+#include "nbdclient/address.h"
 #include "nbdclient/transport.h"
 
 typedef struct {
@@ -19,15 +20,27 @@ typedef struct {
   char *username;        /* PSK identity; default: the login name */
   char *hostname;        /* name to verify; NULL = the address's host */
   gboolean no_verify;    /* --tls-verify-peer=0 (anon-like; discouraged) */
+  char *type;            /* URI tls-type: "x509", "psk", "anon"; NULL =
+                            psk if psk_file is set, else x509 */
 } NbdcTlsConfig;
 
 void nbdc_tls_config_clear (NbdcTlsConfig *cfg);
 void nbdc_tls_config_copy (NbdcTlsConfig *dst, const NbdcTlsConfig *src);
 
+/* Fills what the command line left unset from the URI's query string
+ * (tls-type, tls-certificates, tls-psk-file, tls-hostname, tls-verify-peer,
+ * userinfo = tls-username): an explicit --tls-* option wins. Checks the
+ * combination (psk needs a key file; not both a PSK file and a
+ * certificates directory). main() calls it right after parsing the address.
+ * FALSE with NBDFS_ERROR_USAGE. */
+gboolean nbdc_tls_config_merge_uri (NbdcTlsConfig *cfg, const NbdAddress *addr,
+                                    GError **error);
+
 /* Performs the TLS handshake on fd. hostname is what to verify against
  * (cfg->hostname wins; NULL with no override for Unix sockets = verify the
- * chain only). On success the returned transport owns fd; on failure fd
- * is left open and the caller closes it (negotiate does). */
+ * chain only: any certificate the CA signed is accepted). On success the
+ * returned transport owns fd; on failure fd is left open and the caller
+ * closes it (negotiate does). deadline: see transport.h (0 = none). */
 NbdTransport *nbdc_tls_start (int fd, const NbdcTlsConfig *cfg,
                               const char *hostname, gint64 deadline,
                               GError **error);

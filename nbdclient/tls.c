@@ -1,0 +1,1039 @@
+/* nbdfs — TLS with gnutls after NBD_OPT_STARTTLS (nbd-proto.md "TLS
+ * support"): X.509 (verified by default) or PSK, as a NbdTransport.
+ *
+ * Threads: one thread receives while another sends (transport.h). The
+ * gnutls manual allows that, but with TLS 1.3 it is not safe in gnutls
+ * 3.7: a KeyUpdate processed by gnutls_record_recv re-creates the record
+ * epochs (lib/tls13/key_update.c update_keys) while the sender's own key
+ * update does the same, and the reader ends up with the old read key
+ * ("Decryption has failed"; test/unit/test-tls.c two-threads-key-update
+ * catches it). So every gnutls call after the handshake holds one session
+ * lock. The receiving thread alone reads the socket, into a ciphertext
+ * buffer, and never *waits* for the lock while a sender holds it: it keeps
+ * draining the socket and is woken through an eventfd when the sender
+ * unlocks. Sends block inside the push function until their records are
+ * out, so gnutls never resumes a half-sent record after a KeyUpdate (its
+ * EAGAIN-resume path would resend it instead of the KeyUpdate message).
+ * TLS 1.2 renegotiation is refused (a HelloRequest is ignored, RFC 5246
+ * 7.4.1.1); GNUTLS_AUTO_REAUTH and post-handshake auth are never enabled.
+ *
+ * I/O goes through our own push/pull functions: MSG_NOSIGNAL (a dead
+ * server must not kill us with SIGPIPE) and, during the handshake,
+ * MSG_DONTWAIT so the handshake is bounded by a deadline with poll()
+ * without touching the fd's flags.
+ */
+#include <errno.h>
+#include <arpa/inet.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <gio/gio.h>
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
+
+#include "nbdclient/error.h"
+#include "nbdclient/tls.h"
+
+/* TLS 1.2 and 1.3 only ("Security considerations: TLS versions": MUST 1.2,
+ * SHOULD later, older SHOULD NOT be on by default). */
+#define PRIORITY_BASE "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
+#define PRIORITY_PSK  PRIORITY_BASE ":+ECDHE-PSK:+DHE-PSK:+PSK"
+#define PRIORITY_ANON PRIORITY_BASE ":+ANON-ECDH:+ANON-DH"
+
+/* sendv hands gnutls at most this much per call while corked, so header and
+ * payload share records without copying a whole 32 MiB write at once. */
+#define SENDV_CHUNK (256 * 1024)
+/* The reader drains the socket RX_CHUNK at a time and stops draining (and
+ * waits for the session lock) once RX_MAX bytes are waiting. */
+#define RX_CHUNK (256 * 1024)
+#define RX_MAX (64 * 1024 * 1024)
+
+typedef enum { AUTH_X509, AUTH_PSK, AUTH_ANON } AuthKind;
+
+typedef struct {
+  gnutls_session_t session;
+  AuthKind kind;
+  gnutls_certificate_credentials_t x509;
+  gnutls_psk_client_credentials_t psk;
+  gnutls_anon_client_credentials_t anon;
+  int fd;
+  gboolean have_client_cert;
+  gboolean established;           /* handshake done: pull from rx */
+  gboolean nonblocking;           /* push with MSG_DONTWAIT */
+  GMutex lock;                    /* every gnutls call after the handshake */
+  int reader_waiting;             /* atomic: the reader wants the lock */
+  int wake_fd;                    /* eventfd: lock released, or shutdown */
+  int shut;                       /* atomic: set once by shutdown */
+  int push_errno;                 /* last send error from the socket */
+  /* Ciphertext the reader drained from the socket (reader thread only;
+   * gnutls pulls from here under the lock, which the reader holds). */
+  char *rx;
+  size_t rx_start, rx_end, rx_size;
+  gboolean rx_eof;
+  int rx_errno;
+  char stash[256];                /* application data read early */
+  size_t stash_len, stash_off;
+} TlsPriv;
+
+/* ---- configuration ---- */
+
+void
+nbdc_tls_config_clear (NbdcTlsConfig *cfg)
+{
+  g_clear_pointer (&cfg->certificates, g_free);
+  g_clear_pointer (&cfg->psk_file, g_free);
+  g_clear_pointer (&cfg->username, g_free);
+  g_clear_pointer (&cfg->hostname, g_free);
+  g_clear_pointer (&cfg->type, g_free);
+}
+
+void
+nbdc_tls_config_copy (NbdcTlsConfig *dst, const NbdcTlsConfig *src)
+{
+  dst->certificates = g_strdup (src->certificates);
+  dst->psk_file = g_strdup (src->psk_file);
+  dst->username = g_strdup (src->username);
+  dst->hostname = g_strdup (src->hostname);
+  dst->type = g_strdup (src->type);
+  dst->no_verify = src->no_verify;
+}
+
+/* The command line wins over the URI: an explicit --tls-* option is the
+ * user's latest word (libnbd and qemu have no such conflict; we pick the
+ * obvious rule). */
+gboolean
+nbdc_tls_config_merge_uri (NbdcTlsConfig *cfg, const NbdAddress *addr,
+                           GError **error)
+{
+  if (addr->tls_type) {
+    if (strcmp (addr->tls_type, "x509") != 0
+        && strcmp (addr->tls_type, "psk") != 0
+        && strcmp (addr->tls_type, "anon") != 0) {
+      g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_USAGE,
+                   "tls-type=%s: expected x509, psk or anon",
+                   addr->tls_type);
+      return FALSE;
+    }
+    if (cfg->type == NULL)
+      cfg->type = g_strdup (addr->tls_type);
+  }
+  if (cfg->certificates == NULL)
+    cfg->certificates = g_strdup (addr->tls_certificates);
+  if (cfg->psk_file == NULL)
+    cfg->psk_file = g_strdup (addr->tls_psk_file);
+  if (cfg->username == NULL)
+    cfg->username = g_strdup (addr->tls_username);
+  if (cfg->hostname == NULL)
+    cfg->hostname = g_strdup (addr->tls_hostname);
+  if (addr->tls_verify_peer == 0)
+    cfg->no_verify = TRUE;
+
+  if (cfg->type && strcmp (cfg->type, "psk") == 0 && cfg->psk_file == NULL) {
+    g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_USAGE,
+                 "tls-type=psk needs a key file: --tls-psk-file FILE or "
+                 "tls-psk-file=FILE in the URI");
+    return FALSE;
+  }
+  if (cfg->psk_file && cfg->certificates) {
+    g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_USAGE,
+                 "give either a PSK file or a certificates directory, "
+                 "not both");
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static AuthKind
+config_kind (const NbdcTlsConfig *cfg)
+{
+  if (cfg->type && strcmp (cfg->type, "anon") == 0)
+    return AUTH_ANON;
+  if ((cfg->type && strcmp (cfg->type, "psk") == 0) || cfg->psk_file)
+    return AUTH_PSK;
+  return AUTH_X509;
+}
+
+/* ---- transport functions for gnutls ---- */
+
+/* Handshake: straight from the socket, never blocking (the caller polls
+ * with the deadline). Afterwards: from the ciphertext the reader thread
+ * drained into rx (EAGAIN when it is empty: the reader then waits). */
+static ssize_t
+tls_pull (gnutls_transport_ptr_t ptr, void *buf, size_t len)
+{
+  TlsPriv *p = ptr;
+  ssize_t r;
+
+  if (!p->established) {
+    do
+      r = recv (p->fd, buf, len, MSG_DONTWAIT);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+      gnutls_transport_set_errno (p->session, errno);
+    return r;
+  }
+  size_t have = p->rx_end - p->rx_start;
+  if (have == 0) {
+    if (p->rx_eof)
+      return 0;
+    if (p->rx_errno) {
+      gnutls_transport_set_errno (p->session, p->rx_errno);
+      errno = p->rx_errno;
+      return -1;
+    }
+    gnutls_transport_set_errno (p->session, EAGAIN);
+    errno = EAGAIN;
+    return -1;
+  }
+  size_t n = MIN (len, have);
+  memcpy (buf, p->rx + p->rx_start, n);
+  p->rx_start += n;
+  return n;
+}
+
+static int
+tls_pull_timeout (gnutls_transport_ptr_t ptr, unsigned ms)
+{
+  TlsPriv *p = ptr;
+  struct pollfd pfd = { .fd = p->fd, .events = POLLIN };
+  int r;
+
+  if (p->established)
+    return p->rx_end > p->rx_start || p->rx_eof || p->rx_errno;
+  do
+    r = poll (&pfd, 1, ms == GNUTLS_INDEFINITE_TIMEOUT ? -1 : (int) ms);
+  while (r < 0 && errno == EINTR);
+  return r;
+}
+
+/* Blocking after the handshake (the lock holder may block here: the reader
+ * keeps draining the socket without the lock, so the server can always
+ * make progress); MSG_NOSIGNAL always. */
+static ssize_t
+tls_vec_push (gnutls_transport_ptr_t ptr, const giovec_t *iov, int iovcnt)
+{
+  TlsPriv *p = ptr;
+  struct msghdr msg = { .msg_iov = (struct iovec *) iov,
+                        .msg_iovlen = iovcnt };
+  ssize_t r;
+
+  do
+    r = sendmsg (p->fd, &msg,
+                 MSG_NOSIGNAL | (p->nonblocking ? MSG_DONTWAIT : 0));
+  while (r < 0 && errno == EINTR);
+  if (r < 0) {
+    p->push_errno = errno;
+    gnutls_transport_set_errno (p->session, errno);
+  }
+  return r;
+}
+
+/* ---- the reader's ciphertext buffer ---- */
+
+/* Reads whatever the socket has (without blocking) into rx. */
+static void
+rx_fill (TlsPriv *p)
+{
+  if (p->rx_eof || p->rx_errno)
+    return;
+  if (p->rx_start == p->rx_end)
+    p->rx_start = p->rx_end = 0;
+  else if (p->rx_start > p->rx_size / 2) {
+    memmove (p->rx, p->rx + p->rx_start, p->rx_end - p->rx_start);
+    p->rx_end -= p->rx_start;
+    p->rx_start = 0;
+  }
+  if (p->rx_size - p->rx_end < RX_CHUNK) {
+    p->rx_size = MAX (p->rx_size * 2, p->rx_end + RX_CHUNK);
+    p->rx = g_realloc (p->rx, p->rx_size);
+  }
+  ssize_t r;
+  do
+    r = recv (p->fd, p->rx + p->rx_end, p->rx_size - p->rx_end, MSG_DONTWAIT);
+  while (r < 0 && errno == EINTR);
+  if (r > 0)
+    p->rx_end += r;
+  else if (r == 0)
+    p->rx_eof = TRUE;
+  else if (errno != EAGAIN && errno != EWOULDBLOCK)
+    p->rx_errno = errno;
+}
+
+/* TRUE if rx holds at least one whole TLS record (5-byte header: type,
+ * version, 16-bit length; RFC 8446 5.1), i.e. recv will not wait. */
+static gboolean
+rx_has_record (TlsPriv *p)
+{
+  size_t have = p->rx_end - p->rx_start;
+  if (have < 5)
+    return FALSE;
+  const guint8 *h = (const guint8 *) p->rx + p->rx_start;
+  return have >= 5 + (((size_t) h[3] << 8) | h[4]);
+}
+
+/* Called by a lock holder after unlocking: if the reader is waiting for
+ * the lock, wake it. */
+static void
+wake_reader (TlsPriv *p)
+{
+  __atomic_thread_fence (__ATOMIC_SEQ_CST);
+  if (g_atomic_int_get (&p->reader_waiting)) {
+    guint64 one = 1;
+    (void) !write (p->wake_fd, &one, sizeof one);
+  }
+}
+
+static void
+session_unlock (TlsPriv *p)
+{
+  g_mutex_unlock (&p->lock);
+  wake_reader (p);
+}
+
+/* ---- NbdTransport ops ---- */
+
+/* The one receiving thread. It owns rx and is the only reader of the
+ * socket; it decrypts under the session lock, which it never waits for
+ * while a sender holds it: it keeps draining the socket instead (else a
+ * sender blocked on a full socket and a server blocked on its replies
+ * would wait for each other) and is woken through wake_fd. */
+static ssize_t
+tls_recv (NbdTransport *t, void *buf, size_t len)
+{
+  TlsPriv *p = t->priv;
+
+  if (p->stash_off < p->stash_len) {
+    size_t n = MIN (len, p->stash_len - p->stash_off);
+    memcpy (buf, p->stash + p->stash_off, n);
+    p->stash_off += n;
+    return n;
+  }
+  for (;;) {
+    g_atomic_int_set (&p->reader_waiting, 1);
+    __atomic_thread_fence (__ATOMIC_SEQ_CST);
+    gboolean locked = g_mutex_trylock (&p->lock);
+    if (!locked && p->rx_end - p->rx_start > RX_MAX) {
+      g_mutex_lock (&p->lock);   /* enough buffered: now we wait */
+      locked = TRUE;
+    }
+    if (locked) {
+      g_atomic_int_set (&p->reader_waiting, 0);
+      ssize_t r = gnutls_record_recv (p->session, buf, len);
+      session_unlock (p);
+      if (r >= 0)
+        return r;
+      switch (r) {
+      case GNUTLS_E_AGAIN:
+      case GNUTLS_E_INTERRUPTED:
+        /* gnutls also says AGAIN after a post-handshake message
+         * (KeyUpdate, NewSessionTicket) with more records still in rx;
+         * it only really ran dry if our pull found rx empty. */
+        if (p->rx_end > p->rx_start)
+          continue;
+        break;        /* need more ciphertext: wait below */
+      case GNUTLS_E_REHANDSHAKE:
+        /* Renegotiation cannot share the session with a sending
+         * thread; a client may ignore the request (RFC 5246 7.4.1.1). */
+        g_debug ("TLS: ignoring the server's renegotiation request");
+        continue;
+      case GNUTLS_E_PREMATURE_TERMINATION:
+        /* Closed without close_notify: NBD framing catches truncation. */
+        g_debug ("TLS: server closed the connection without close_notify");
+        return 0;
+      default:
+        if (!gnutls_error_is_fatal ((int) r)) {
+          g_debug ("TLS receive: %s (continuing)", gnutls_strerror ((int) r));
+          continue;
+        }
+        g_debug ("TLS receive failed: %s", gnutls_strerror ((int) r));
+        errno = g_atomic_int_get (&p->shut) ? ECONNRESET
+          : p->rx_errno ? p->rx_errno : EIO;
+        return -1;
+      }
+    }
+    if (g_atomic_int_get (&p->shut) && (p->rx_eof || p->rx_errno)) {
+      errno = ECONNRESET;
+      return -1;
+    }
+    /* Wait for ciphertext, or for the lock holder to finish. */
+    struct pollfd pfd[2] = {
+      { .fd = p->wake_fd, .events = POLLIN },
+      { .fd = p->fd, .events = POLLIN },
+    };
+    /* After EOF the socket is always readable: then only the wake-up
+     * (or the lock, next round) can change anything. */
+    nfds_t n = p->rx_eof || p->rx_errno ? 1 : 2;
+    if (locked && n == 1)
+      continue;     /* gnutls will report the EOF */
+    int r = poll (pfd, n, -1);
+    if (r < 0 && errno != EINTR) {
+      errno = EIO;
+      return -1;
+    }
+    if (pfd[0].revents & POLLIN) {
+      guint64 v;
+      (void) !read (p->wake_fd, &v, sizeof v);
+    }
+    if (n == 2 && pfd[1].revents)
+      rx_fill (p);
+  }
+}
+
+/* Maps a fatal gnutls send error to errno (the push function saved the
+ * socket's errno for GNUTLS_E_PUSH_ERROR). */
+static ssize_t
+send_error (TlsPriv *p, ssize_t r)
+{
+  g_debug ("TLS send failed: %s", gnutls_strerror ((int) r));
+  if (r == GNUTLS_E_PUSH_ERROR && p->push_errno != 0)
+    errno = p->push_errno;
+  else
+    errno = g_atomic_int_get (&p->shut) ? EPIPE : EIO;
+  return -1;
+}
+
+/* Sends never return half-done (the push function blocks until the
+ * record is out or the socket fails): gnutls's resume-after-EAGAIN path
+ * must not meet a key update the reader processed in between. */
+static ssize_t
+tls_send (NbdTransport *t, const void *buf, size_t len)
+{
+  TlsPriv *p = t->priv;
+  ssize_t r;
+
+  g_mutex_lock (&p->lock);
+  r = gnutls_record_send (p->session, buf, len);
+  session_unlock (p);
+  if (r < 0)
+    return send_error (p, r);
+  return r;
+}
+
+/* Corks the iovecs (up to SENDV_CHUNK bytes) so a request header and its
+ * payload leave in the same TLS records: one NBD request, one write. */
+static ssize_t
+tls_sendv (NbdTransport *t, const struct iovec *iov, int iovcnt)
+{
+  TlsPriv *p = t->priv;
+  size_t total = 0;
+  ssize_t r = 0;
+
+  g_mutex_lock (&p->lock);
+  gnutls_record_cork (p->session);
+  for (int i = 0; i < iovcnt && total < SENDV_CHUNK; i++) {
+    size_t n = MIN (iov[i].iov_len, SENDV_CHUNK - total);
+    if (n == 0)
+      continue;
+    r = gnutls_record_send (p->session, iov[i].iov_base, n);
+    if (r < 0)
+      break;
+    total += r;
+  }
+  if (r >= 0)
+    r = gnutls_record_uncork (p->session, GNUTLS_RECORD_WAIT);
+  else
+    (void) gnutls_record_uncork (p->session, 0);
+  session_unlock (p);
+  if (r < 0)
+    return send_error (p, r);
+  return total;
+}
+
+/* Only the receiving thread calls this (as transport.c's wait_ready
+ * does), so reading its own state without the lock is fine. */
+static gboolean
+tls_pending (NbdTransport *t)
+{
+  TlsPriv *p = t->priv;
+  return p->stash_off < p->stash_len
+    || gnutls_record_check_pending (p->session) > 0
+    || rx_has_record (p) || p->rx_eof || p->rx_errno;
+}
+
+/* Best effort close_notify (only if no send is in progress; gnutls lets
+ * the sending side call gnutls_bye (GNUTLS_SHUT_WR)), then the socket
+ * shutdown that wakes a reader in poll and a sender in sendmsg. */
+static void
+tls_shutdown (NbdTransport *t)
+{
+  TlsPriv *p = t->priv;
+
+  if (!g_atomic_int_compare_and_exchange (&p->shut, 0, 1))
+    return;
+  if (g_mutex_trylock (&p->lock)) {
+    p->nonblocking = TRUE;
+    (void) gnutls_bye (p->session, GNUTLS_SHUT_WR);
+    session_unlock (p);
+  }
+  if (t->fd >= 0)
+    shutdown (t->fd, SHUT_RDWR);
+  guint64 one = 1;
+  (void) !write (p->wake_fd, &one, sizeof one);
+}
+
+static void
+tls_priv_free (TlsPriv *p)
+{
+  if (p == NULL)
+    return;
+  if (p->session)
+    gnutls_deinit (p->session);
+  if (p->x509)
+    gnutls_certificate_free_credentials (p->x509);
+  if (p->psk)
+    gnutls_psk_free_client_credentials (p->psk);
+  if (p->anon)
+    gnutls_anon_free_client_credentials (p->anon);
+  if (p->wake_fd >= 0)
+    close (p->wake_fd);
+  g_free (p->rx);
+  g_mutex_clear (&p->lock);
+  g_free (p);
+}
+
+static void
+tls_free_priv (NbdTransport *t)
+{
+  g_clear_pointer ((TlsPriv **) &t->priv, tls_priv_free);
+}
+
+static const NbdTransportOps tls_ops = {
+  .recv = tls_recv,
+  .send = tls_send,
+  .sendv = tls_sendv,
+  .pending = tls_pending,
+  .shutdown = tls_shutdown,
+  .free_priv = tls_free_priv,
+  .name = "tls",
+};
+
+/* ---- credentials ---- */
+
+static gboolean
+tls_error (GError **error, const char *fmt, ...) G_GNUC_PRINTF (2, 3);
+
+static gboolean
+tls_error (GError **error, const char *fmt, ...)
+{
+  va_list ap;
+  va_start (ap, fmt);
+  g_autofree char *msg = g_strdup_vprintf (fmt, ap);
+  va_end (ap);
+  g_set_error_literal (error, NBDFS_ERROR, NBDFS_ERROR_TLS, msg);
+  return FALSE;
+}
+
+static gboolean
+setup_x509 (TlsPriv *p, const NbdcTlsConfig *cfg, GError **error)
+{
+  int r = gnutls_certificate_allocate_credentials (&p->x509);
+  if (r < 0)
+    return tls_error (error, "TLS setup failed: %s", gnutls_strerror (r));
+
+  if (cfg->certificates) {
+    g_autofree char *ca = g_build_filename (cfg->certificates,
+                                            "ca-cert.pem", NULL);
+    g_autofree char *crl = g_build_filename (cfg->certificates,
+                                             "ca-crl.pem", NULL);
+    g_autofree char *cert = g_build_filename (cfg->certificates,
+                                              "client-cert.pem", NULL);
+    g_autofree char *key = g_build_filename (cfg->certificates,
+                                             "client-key.pem", NULL);
+    if (!g_file_test (cfg->certificates, G_FILE_TEST_IS_DIR))
+      return tls_error (error, "--tls-certificates %s: not a directory "
+                        "(it should hold ca-cert.pem, and client-cert.pem "
+                        "with client-key.pem for client authentication)",
+                        cfg->certificates);
+    if (g_file_test (ca, G_FILE_TEST_EXISTS)) {
+      r = gnutls_certificate_set_x509_trust_file (p->x509, ca,
+                                                  GNUTLS_X509_FMT_PEM);
+      if (r <= 0)
+        return tls_error (error, "%s: %s", ca,
+                          r == 0 ? "no certificate in the file"
+                          : gnutls_strerror (r));
+    }
+    else if (!cfg->no_verify)
+      return tls_error (error, "%s is missing: it must hold the CA "
+                        "certificate that signed the server's (see "
+                        "scripts/make-pki.sh)", ca);
+    if (g_file_test (crl, G_FILE_TEST_EXISTS)) {
+      r = gnutls_certificate_set_x509_crl_file (p->x509, crl,
+                                                GNUTLS_X509_FMT_PEM);
+      if (r < 0)
+        return tls_error (error, "%s: %s", crl, gnutls_strerror (r));
+    }
+    gboolean have_cert = g_file_test (cert, G_FILE_TEST_EXISTS);
+    gboolean have_key = g_file_test (key, G_FILE_TEST_EXISTS);
+    if (have_cert != have_key)
+      return tls_error (error, "%s without %s: a client certificate needs "
+                        "both files", have_cert ? cert : key,
+                        have_cert ? "client-key.pem" : "client-cert.pem");
+    if (have_cert) {
+      r = gnutls_certificate_set_x509_key_file (p->x509, cert, key,
+                                                GNUTLS_X509_FMT_PEM);
+      if (r < 0)
+        return tls_error (error, "cannot load %s with %s: %s", cert, key,
+                          gnutls_strerror (r));
+      p->have_client_cert = TRUE;
+    }
+  }
+  else if (!cfg->no_verify) {
+    r = gnutls_certificate_set_x509_system_trust (p->x509);
+    if (r < 0)
+      return tls_error (error, "cannot load the system's trusted CAs: %s "
+                        "(give --tls-certificates DIR with ca-cert.pem)",
+                        gnutls_strerror (r));
+    g_debug ("TLS: %d CA certificates from the system trust store", r);
+  }
+  r = gnutls_credentials_set (p->session, GNUTLS_CRD_CERTIFICATE, p->x509);
+  if (r < 0)
+    return tls_error (error, "TLS setup failed: %s", gnutls_strerror (r));
+  return TRUE;
+}
+
+/* Reads the key for username from a psktool file ("user:hexkey" lines). */
+static gboolean
+setup_psk (TlsPriv *p, const NbdcTlsConfig *cfg, GError **error)
+{
+  const char *user = cfg->username ? cfg->username : g_get_user_name ();
+  g_autofree char *contents = NULL;
+  g_autoptr (GError) io_error = NULL;
+  char *hexkey = NULL;
+
+  if (!g_file_get_contents (cfg->psk_file, &contents, NULL, &io_error))
+    return tls_error (error, "PSK file: %s", io_error->message);
+  g_auto (GStrv) lines = g_strsplit (contents, "\n", -1);
+  for (char **l = lines; *l; l++) {
+    char *colon = strchr (*l, ':');
+    if (colon == NULL)
+      continue;
+    *colon = '\0';
+    if (strcmp (*l, user) == 0) {
+      hexkey = g_strstrip (colon + 1);
+      break;
+    }
+  }
+  if (hexkey == NULL)
+    return tls_error (error, "%s has no key for user '%s' (give "
+                      "--tls-username, or add one with: psktool -u %s -p %s)",
+                      cfg->psk_file, user, user, cfg->psk_file);
+  size_t n = strlen (hexkey);
+  if (n == 0 || n % 2 != 0 || strspn (hexkey, "0123456789abcdefABCDEF") != n)
+    return tls_error (error, "%s: the key for '%s' is not a hex string "
+                      "(expected psktool format user:hexkey)",
+                      cfg->psk_file, user);
+
+  gnutls_datum_t key = { .data = (unsigned char *) hexkey,
+                         .size = (unsigned) n };
+  int r = gnutls_psk_allocate_client_credentials (&p->psk);
+  if (r >= 0)
+    r = gnutls_psk_set_client_credentials (p->psk, user, &key,
+                                           GNUTLS_PSK_KEY_HEX);
+  memset (hexkey, 0, n);
+  if (r >= 0)
+    r = gnutls_credentials_set (p->session, GNUTLS_CRD_PSK, p->psk);
+  if (r < 0)
+    return tls_error (error, "TLS PSK setup failed: %s", gnutls_strerror (r));
+  g_debug ("TLS: PSK identity '%s' from %s", user, cfg->psk_file);
+  return TRUE;
+}
+
+/* ---- handshake failure messages ---- */
+
+/* "localhost, 127.0.0.1, ::1": the names a certificate is for. */
+static char *
+cert_names (gnutls_x509_crt_t crt)
+{
+  GString *s = g_string_new (NULL);
+  for (unsigned i = 0; i < 16; i++) {
+    char buf[256];
+    size_t size = sizeof buf - 1;
+    unsigned type;
+    int r = gnutls_x509_crt_get_subject_alt_name2 (crt, i, buf, &size,
+                                                   &type, NULL);
+    if (r == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE)
+      break;
+    if (r < 0)
+      continue;
+    if (type == GNUTLS_SAN_DNSNAME) {
+      buf[MIN (size, sizeof buf - 1)] = '\0';
+      g_autofree char *v = g_strescape (buf, NULL);
+      g_string_append_printf (s, "%s%s", s->len ? ", " : "", v);
+    }
+    else if (type == GNUTLS_SAN_IPADDRESS && (size == 4 || size == 16)) {
+      char ip[64];
+      if (inet_ntop (size == 4 ? AF_INET : AF_INET6, buf, ip, sizeof ip))
+        g_string_append_printf (s, "%s%s", s->len ? ", " : "", ip);
+    }
+  }
+  if (s->len == 0) {
+    char buf[256];
+    size_t size = sizeof buf;
+    if (gnutls_x509_crt_get_dn_by_oid (crt, GNUTLS_OID_X520_COMMON_NAME, 0,
+                                       0, buf, &size) == 0) {
+      g_autofree char *v = g_strescape (buf, NULL);
+      g_string_append (s, v);
+    }
+  }
+  if (s->len == 0)
+    g_string_append (s, "no name at all");
+  return g_string_free (s, FALSE);
+}
+
+static char *
+format_time (time_t t)
+{
+  struct tm tm;
+  char buf[64];
+  if (gmtime_r (&t, &tm) == NULL
+      || strftime (buf, sizeof buf, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
+    return g_strdup ("an unknown date");
+  return g_strdup (buf);
+}
+
+/* One sentence for a failed certificate verification. */
+static void
+explain_verify (TlsPriv *p, const char *hostname,
+                const NbdcTlsConfig *cfg, GError **error)
+{
+  unsigned status = gnutls_session_get_verify_cert_status (p->session);
+  const gnutls_datum_t *certs;
+  unsigned ncerts = 0;
+  gnutls_x509_crt_t crt = NULL;
+
+  certs = gnutls_certificate_get_peers (p->session, &ncerts);
+  if (certs && ncerts > 0 && gnutls_x509_crt_init (&crt) == 0
+      && gnutls_x509_crt_import (crt, &certs[0], GNUTLS_X509_FMT_DER) < 0) {
+    gnutls_x509_crt_deinit (crt);
+    crt = NULL;
+  }
+
+  const char *trust = cfg->certificates
+    ? "the CA in --tls-certificates" : "the system's trusted CAs";
+  if (status & (GNUTLS_CERT_SIGNER_NOT_FOUND | GNUTLS_CERT_SIGNER_NOT_CA)) {
+    gboolean self = FALSE;
+    g_autofree char *issuer = NULL;
+    if (crt) {
+      gnutls_datum_t dn = { NULL, 0 };
+      self = gnutls_x509_crt_check_issuer (crt, crt) != 0;
+      if (gnutls_x509_crt_get_issuer_dn3 (crt, &dn, 0) == 0) {
+        issuer = g_strescape ((char *) dn.data, NULL);
+        gnutls_free (dn.data);
+      }
+    }
+    if (self)
+      tls_error (error, "the server's certificate is self-signed and not "
+                 "trusted (verified against %s)", trust);
+    else
+      tls_error (error, "the server's certificate is signed by an unknown "
+                 "CA%s%s%s (verified against %s; give --tls-certificates "
+                 "DIR with that CA's ca-cert.pem)",
+                 issuer ? " ('" : "", issuer ? issuer : "",
+                 issuer ? "')" : "", trust);
+  }
+  else if (status & GNUTLS_CERT_UNEXPECTED_OWNER) {
+    g_autofree char *names = crt ? cert_names (crt) : g_strdup ("another name");
+    tls_error (error, "the server's certificate is for %s, not %s "
+               "(connect by one of those names or give --tls-hostname)",
+               names, hostname ? hostname : "this host");
+  }
+  else if (status & GNUTLS_CERT_EXPIRED) {
+    g_autofree char *when =
+      format_time (crt ? gnutls_x509_crt_get_expiration_time (crt) : 0);
+    tls_error (error, "the server's certificate expired on %s", when);
+  }
+  else if (status & GNUTLS_CERT_NOT_ACTIVATED) {
+    g_autofree char *when =
+      format_time (crt ? gnutls_x509_crt_get_activation_time (crt) : 0);
+    tls_error (error, "the server's certificate is not valid before %s "
+               "(check the clocks)", when);
+  }
+  else if (status & GNUTLS_CERT_REVOKED)
+    tls_error (error, "the server's certificate has been revoked");
+  else {
+    gnutls_datum_t out = { NULL, 0 };
+    if (gnutls_certificate_verification_status_print
+        (status, GNUTLS_CRT_X509, &out, 0) == 0) {
+      tls_error (error, "the server's certificate was rejected: %s",
+                 (char *) out.data);
+      gnutls_free (out.data);
+    }
+    else
+      tls_error (error, "the server's certificate was rejected");
+  }
+  if (crt)
+    gnutls_x509_crt_deinit (crt);
+}
+
+static void
+explain_failure (TlsPriv *p, int r, const char *hostname,
+                 const NbdcTlsConfig *cfg, GError **error)
+{
+  if (r == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR) {
+    explain_verify (p, hostname, cfg, error);
+    return;
+  }
+  gboolean asked_cert = p->kind == AUTH_X509
+    && gnutls_certificate_client_get_request_status (p->session);
+  if (r == GNUTLS_E_FATAL_ALERT_RECEIVED) {
+    gnutls_alert_description_t a = gnutls_alert_get (p->session);
+    const char *aname = gnutls_alert_get_name (a);
+    if (asked_cert && !p->have_client_cert)
+      tls_error (error, "the server asked for a client certificate and we "
+                 "have none (put client-cert.pem and client-key.pem in the "
+                 "--tls-certificates directory); server said: %s", aname);
+    else if (asked_cert && (a == GNUTLS_A_BAD_CERTIFICATE
+                            || a == GNUTLS_A_UNKNOWN_CA
+                            || a == GNUTLS_A_CERTIFICATE_UNKNOWN
+                            || a == GNUTLS_A_ACCESS_DENIED))
+      tls_error (error, "the server rejected our client certificate "
+                 "(server said: %s)", aname);
+    else if (p->kind == AUTH_PSK)
+      tls_error (error, "the server rejected the pre-shared key: wrong key "
+                 "or unknown user name (server said: %s)", aname);
+    else
+      tls_error (error, "TLS handshake failed: the server sent the alert "
+                 "'%s'", aname);
+    return;
+  }
+  if (p->kind == AUTH_PSK
+      && (r == GNUTLS_E_DECRYPTION_FAILED || r == GNUTLS_E_INSUFFICIENT_CREDENTIALS
+          || r == GNUTLS_E_KEY_USAGE_VIOLATION)) {
+    tls_error (error, "the server rejected the pre-shared key: wrong key or "
+               "unknown user name (%s)", gnutls_strerror (r));
+    return;
+  }
+  if (r == GNUTLS_E_PREMATURE_TERMINATION || r == GNUTLS_E_PULL_ERROR
+      || r == GNUTLS_E_PUSH_ERROR) {
+    if (asked_cert && !p->have_client_cert)
+      tls_error (error, "the server asked for a client certificate and we "
+                 "have none (put client-cert.pem and client-key.pem in the "
+                 "--tls-certificates directory), then closed the "
+                 "connection");
+    else if (p->kind == AUTH_PSK)
+      tls_error (error, "the server rejected the pre-shared key (wrong key "
+                 "or unknown user name): it closed the connection during "
+                 "the TLS handshake");
+    else
+      tls_error (error, "the server closed the connection during the TLS "
+                 "handshake (%s)", gnutls_strerror (r));
+    return;
+  }
+  if (r == GNUTLS_E_UNEXPECTED_PACKET_LENGTH
+      || r == GNUTLS_E_UNEXPECTED_PACKET
+      || r == GNUTLS_E_UNSUPPORTED_VERSION_PACKET) {
+    tls_error (error, "TLS handshake failed: the server did not answer with "
+               "TLS (%s)", gnutls_strerror (r));
+    return;
+  }
+  tls_error (error, "TLS handshake failed: %s", gnutls_strerror (r));
+}
+
+/* ---- the handshake ---- */
+
+/* Waits (poll) for the direction gnutls is blocked on; FALSE past the
+ * deadline with NBDFS_ERROR_TIMEOUT set. */
+static gboolean
+wait_handshake (TlsPriv *p, gint64 deadline, GError **error)
+{
+  struct pollfd pfd = {
+    .fd = p->fd,
+    .events = gnutls_record_get_direction (p->session) ? POLLOUT : POLLIN,
+  };
+  for (;;) {
+    int ms = -1;
+    if (deadline > 0) {
+      gint64 left = deadline - g_get_monotonic_time ();
+      if (left <= 0)
+        break;
+      ms = (int) MIN ((left + 999) / 1000, G_MAXINT);
+    }
+    int r = poll (&pfd, 1, ms);
+    if (r > 0)
+      return TRUE;
+    if (r < 0 && errno != EINTR) {
+      int e = errno;
+      g_set_error (error, G_IO_ERROR, g_io_error_from_errno (e),
+                   "TLS handshake: poll: %s", g_strerror (e));
+      return FALSE;
+    }
+    if (r == 0)
+      break;
+  }
+  g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_TIMEOUT,
+               "TLS handshake timed out (the server stopped answering)");
+  return FALSE;
+}
+
+/* TLS 1.3 finishes the client's handshake before the server has checked
+ * our (missing) certificate; its refusal arrives as an alert afterwards.
+ * After STARTTLS an NBD server speaks only when spoken to, so anything that
+ * arrives within a moment is TLS housekeeping (session tickets: accepted)
+ * or that alert. Only done when the server asked for a certificate and we
+ * had none to give, so the wait (at most 2 s) costs nothing otherwise. */
+static gboolean
+await_verdict (TlsPriv *p, gint64 deadline, GError **error)
+{
+  gint64 until = g_get_monotonic_time () + 2 * G_USEC_PER_SEC;
+  if (deadline > 0 && deadline < until)
+    until = deadline;
+  for (;;) {
+    gint64 left = until - g_get_monotonic_time ();
+    if (left <= 0)
+      return TRUE;
+    struct pollfd pfd = { .fd = p->fd, .events = POLLIN };
+    int r = poll (&pfd, 1, (int) ((left + 999) / 1000));
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r <= 0)
+      return TRUE;
+    ssize_t n = gnutls_record_recv (p->session, p->stash, sizeof p->stash);
+    if (n > 0) {
+      p->stash_len = n;    /* early data from the server: keep it */
+      return TRUE;
+    }
+    if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED)
+      return TRUE;         /* a ticket or the like: the server accepted us */
+    if (n == 0 || gnutls_error_is_fatal ((int) n)) {
+      const char *why = n == GNUTLS_E_FATAL_ALERT_RECEIVED
+        ? gnutls_alert_get_name (gnutls_alert_get (p->session))
+        : n == 0 || n == GNUTLS_E_PREMATURE_TERMINATION
+        ? "it closed the connection" : gnutls_strerror ((int) n);
+      return tls_error (error, "the server asked for a client certificate "
+                        "and we have none (put client-cert.pem and "
+                        "client-key.pem in the --tls-certificates "
+                        "directory): %s", why);
+    }
+  }
+}
+
+NbdTransport *
+nbdc_tls_start (int fd, const NbdcTlsConfig *cfg, const char *hostname,
+                gint64 deadline, GError **error)
+{
+  TlsPriv *p = g_new0 (TlsPriv, 1);
+  const char *priority;
+  int r;
+
+  g_mutex_init (&p->lock);
+  p->fd = fd;
+  p->nonblocking = TRUE;
+  p->wake_fd = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (p->wake_fd < 0) {
+    int e = errno;
+    g_set_error (error, G_IO_ERROR, g_io_error_from_errno (e),
+                 "TLS setup: eventfd: %s", g_strerror (e));
+    goto fail;
+  }
+  p->kind = config_kind (cfg);
+  if (cfg->hostname)
+    hostname = cfg->hostname;
+
+  r = gnutls_init (&p->session, GNUTLS_CLIENT | GNUTLS_NO_SIGNAL);
+  if (r < 0) {
+    p->session = NULL;
+    tls_error (error, "TLS setup failed: %s", gnutls_strerror (r));
+    goto fail;
+  }
+  switch (p->kind) {
+  case AUTH_PSK:
+    priority = PRIORITY_PSK;
+    if (!setup_psk (p, cfg, error))
+      goto fail;
+    break;
+  case AUTH_ANON:
+    priority = PRIORITY_ANON;
+    r = gnutls_anon_allocate_client_credentials (&p->anon);
+    if (r >= 0)
+      r = gnutls_credentials_set (p->session, GNUTLS_CRD_ANON, p->anon);
+    if (r < 0) {
+      tls_error (error, "TLS setup failed: %s", gnutls_strerror (r));
+      goto fail;
+    }
+    break;
+  default:
+    priority = PRIORITY_BASE;
+    if (!setup_x509 (p, cfg, error))
+      goto fail;
+    if (cfg->no_verify)
+      g_debug ("TLS: not verifying the server's certificate "
+               "(--tls-no-verify / tls-verify-peer=0)");
+    else {
+      /* A hostname check for names and IP literals alike (gnutls matches
+       * IP SANs for literals). No name (Unix socket without
+       * --tls-hostname): the chain is still verified against the CA, but
+       * any certificate that CA signed is accepted. */
+      if (hostname == NULL)
+        g_debug ("TLS: no host name to check (Unix socket without "
+                 "--tls-hostname): verifying the certificate chain only");
+      gnutls_session_set_verify_cert (p->session, hostname, 0);
+    }
+    /* SNI: only for DNS names, never IP literals (RFC 6066 section 3). */
+    if (hostname && !g_hostname_is_ip_address (hostname))
+      gnutls_server_name_set (p->session, GNUTLS_NAME_DNS, hostname,
+                              strlen (hostname));
+    break;
+  }
+  const char *err_pos = NULL;
+  r = gnutls_priority_set_direct (p->session, priority, &err_pos);
+  if (r < 0) {
+    tls_error (error, "TLS priority string rejected at '%s': %s",
+               err_pos ? err_pos : "?", gnutls_strerror (r));
+    goto fail;
+  }
+
+  gnutls_transport_set_ptr (p->session, p);
+  gnutls_transport_set_pull_function (p->session, tls_pull);
+  gnutls_transport_set_pull_timeout_function (p->session, tls_pull_timeout);
+  gnutls_transport_set_vec_push_function (p->session, tls_vec_push);
+  /* Our deadline bounds the handshake, not gnutls's default 40 s. */
+  gnutls_handshake_set_timeout (p->session, 0);
+
+  for (;;) {
+    r = gnutls_handshake (p->session);
+    if (r == GNUTLS_E_SUCCESS)
+      break;
+    if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED) {
+      if (!wait_handshake (p, deadline, error))
+        goto fail;
+      continue;
+    }
+    if (!gnutls_error_is_fatal (r)) {
+      g_debug ("TLS handshake: %s (continuing)", gnutls_strerror (r));
+      continue;
+    }
+    g_debug ("TLS handshake failed: %s (%d)", gnutls_strerror (r), r);
+    explain_failure (p, r, hostname, cfg, error);
+    goto fail;
+  }
+  if (p->kind == AUTH_X509 && !p->have_client_cert
+      && gnutls_certificate_client_get_request_status (p->session)
+      && gnutls_protocol_get_version (p->session) == GNUTLS_TLS1_3
+      && !await_verdict (p, deadline, error))
+    goto fail;
+  p->nonblocking = FALSE;
+  p->established = TRUE;
+
+  if (g_log_writer_default_would_drop (G_LOG_LEVEL_DEBUG, G_LOG_DOMAIN)
+      == FALSE) {
+    char *desc = gnutls_session_get_desc (p->session);
+    g_debug ("TLS: handshake done: %s%s", desc ? desc : "?",
+             gnutls_session_is_resumed (p->session) ? " (resumed)" : "");
+    gnutls_free (desc);
+  }
+
+  NbdTransport *t = g_new0 (NbdTransport, 1);
+  t->ops = &tls_ops;
+  t->fd = fd;
+  t->priv = p;
+  return t;
+
+fail:
+  tls_priv_free (p);
+  return NULL;
+}

@@ -1,0 +1,616 @@
+/* Unit tests for nbdclient/tls.c: nbdc_tls_start against a real gnutls
+ * server in a thread on a socketpair (the NBD part is covered by
+ * test/test-tls*.sh against nbdkit and qemu-nbd). Certificates come from
+ * scripts/make-pki.sh into a temporary directory; nothing is committed.
+ *
+ * Covers: X.509 success, unknown CA, self-signed, name mismatch, expired,
+ * missing client certificate, PSK success / wrong key / unknown user,
+ * handshake deadline, a peer that does not speak TLS, and one receiving
+ * thread with one sending thread while the server forces TLS 1.3 key
+ * updates (gnutls's rules for sharing a session, see tls.c).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <gnutls/gnutls.h>
+
+#include "nbdclient/error.h"
+#include "nbdclient/tls.h"
+
+static char *pki;          /* make-pki.sh output */
+static char *psk_file;     /* make-psk.sh output: user "alice" */
+static char *wrong_psk;    /* alice with another key */
+
+typedef struct {
+  int fd;
+  const char *cert_dir;    /* server-cert.pem/server-key.pem; NULL = PSK */
+  const char *ca_dir;      /* for client certificate checks */
+  gboolean require_client_cert;
+  gboolean echo;           /* after the handshake: echo until EOF */
+  gboolean key_updates;    /* TLS 1.3 key updates (KU_PEER) while echoing */
+  int handshake_result;
+  guint64 echoed;
+  gint key_updates_done;     /* atomic */
+} Server;
+
+static gpointer
+server_thread (gpointer data)
+{
+  Server *s = data;
+  gnutls_session_t session;
+  gnutls_certificate_credentials_t x509 = NULL;
+  gnutls_psk_server_credentials_t psk = NULL;
+
+  g_assert_cmpint (gnutls_init (&session, GNUTLS_SERVER | GNUTLS_NO_SIGNAL), ==, 0);
+  if (s->cert_dir) {
+    g_autofree char *cert = g_build_filename (s->cert_dir, "server-cert.pem",
+                                              NULL);
+    g_autofree char *key = g_build_filename (s->cert_dir, "server-key.pem",
+                                             NULL);
+    gnutls_certificate_allocate_credentials (&x509);
+    g_assert_cmpint (gnutls_certificate_set_x509_key_file
+                     (x509, cert, key, GNUTLS_X509_FMT_PEM), >=, 0);
+    if (s->ca_dir) {
+      g_autofree char *ca = g_build_filename (s->ca_dir, "ca-cert.pem", NULL);
+      g_assert_cmpint (gnutls_certificate_set_x509_trust_file
+                       (x509, ca, GNUTLS_X509_FMT_PEM), >, 0);
+    }
+    gnutls_credentials_set (session, GNUTLS_CRD_CERTIFICATE, x509);
+    if (s->require_client_cert)
+      gnutls_certificate_server_set_request (session, GNUTLS_CERT_REQUIRE);
+    gnutls_priority_set_direct (session, "NORMAL", NULL);
+  }
+  else {
+    gnutls_psk_allocate_server_credentials (&psk);
+    g_assert_cmpint (gnutls_psk_set_server_credentials_file (psk, psk_file),
+                     ==, 0);
+    gnutls_credentials_set (session, GNUTLS_CRD_PSK, psk);
+    gnutls_priority_set_direct (session,
+                                "NORMAL:+ECDHE-PSK:+DHE-PSK:+PSK", NULL);
+  }
+  gnutls_transport_set_int (session, s->fd);
+  gnutls_handshake_set_timeout (session, 10000);
+  int r;
+  do
+    r = gnutls_handshake (session);
+  while (r < 0 && !gnutls_error_is_fatal (r));
+  s->handshake_result = r;
+
+  if (r == 0 && s->echo) {
+    static char buf[65536];
+    guint records = 0;
+    gint64 last_update = 0;
+    for (;;) {
+      ssize_t n = gnutls_record_recv (session, buf, sizeof buf);
+      if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED)
+        continue;
+      if (n <= 0)
+        break;
+      /* gnutls refuses more than 8 key updates a second (a DoS guard
+       * in lib/tls13/key_update.c): one every 130 ms at most. */
+      if (s->key_updates && ++records % 16 == 0
+          && g_get_monotonic_time () - last_update > 130000
+          && gnutls_session_key_update (session, GNUTLS_KU_PEER) == 0) {
+        g_atomic_int_inc (&s->key_updates_done);
+        last_update = g_get_monotonic_time ();
+      }
+      for (ssize_t off = 0; off < n;) {
+        ssize_t w = gnutls_record_send (session, buf + off, n - off);
+        if (w == GNUTLS_E_AGAIN || w == GNUTLS_E_INTERRUPTED)
+          continue;
+        g_assert_cmpint (w, >, 0);
+        off += w;
+      }
+      s->echoed += n;
+    }
+    gnutls_bye (session, GNUTLS_SHUT_WR);
+  }
+  /* Closing our end tells a failing client that the handshake is over. */
+  shutdown (s->fd, SHUT_RDWR);
+  gnutls_deinit (session);
+  if (x509)
+    gnutls_certificate_free_credentials (x509);
+  if (psk)
+    gnutls_psk_free_server_credentials (psk);
+  return NULL;
+}
+
+static void
+free_transport (NbdTransport *t)
+{
+  if (t == NULL)
+    return;
+  t->ops->free_priv (t);
+  close (t->fd);
+  g_free (t);
+}
+
+/* Runs a handshake of cfg against server s; returns the transport (or NULL
+ * with *error). Starts the server thread in *thread. */
+static NbdTransport *
+start (Server *s, const NbdcTlsConfig *cfg, const char *hostname,
+       GThread **thread, int *client_fd, GError **error)
+{
+  int sv[2];
+  g_assert_cmpint (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv),
+                   ==, 0);
+  s->fd = sv[1];
+  *client_fd = sv[0];
+  *thread = g_thread_new ("tls-server", server_thread, s);
+  return nbdc_tls_start (sv[0], cfg, hostname,
+                         g_get_monotonic_time () + 10 * G_USEC_PER_SEC,
+                         error);
+}
+
+static void
+finish (Server *s, GThread *thread, NbdTransport *t, int client_fd)
+{
+  if (t)
+    t->ops->shutdown (t);
+  else
+    shutdown (client_fd, SHUT_RDWR);
+  g_thread_join (thread);
+  if (t)
+    free_transport (t);
+  else
+    close (client_fd);
+  close (s->fd);
+}
+
+/* Expects the handshake to fail with NBDFS_ERROR_TLS and a message
+ * matching pattern (a GRegex). */
+static void
+expect_failure (Server *s, const NbdcTlsConfig *cfg, const char *hostname,
+                const char *pattern)
+{
+  g_autoptr (GError) error = NULL;
+  GThread *thread;
+  int fd;
+  NbdTransport *t = start (s, cfg, hostname, &thread, &fd, &error);
+  g_assert_null (t);
+  g_assert_nonnull (error);
+  g_test_message ("message: %s", error->message);
+  g_assert_error (error, NBDFS_ERROR, NBDFS_ERROR_TLS);
+  if (!g_regex_match_simple (pattern, error->message, 0, 0))
+    g_error ("'%s' does not match /%s/", error->message, pattern);
+  finish (s, thread, NULL, fd);
+}
+
+static void
+test_x509_ok (void)
+{
+  Server s = { .cert_dir = pki, .echo = TRUE };
+  NbdcTlsConfig cfg = { .certificates = pki };
+  g_autoptr (GError) error = NULL;
+  GThread *thread;
+  int fd;
+  NbdTransport *t = start (&s, &cfg, "localhost", &thread, &fd, &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (t);
+  g_assert_cmpstr (t->ops->name, ==, "tls");
+
+  /* A header and a payload in one sendv, echoed back. */
+  char hdr[28] = "header--------------------", payload[5000], back[5028];
+  memset (payload, 'p', sizeof payload);
+  struct iovec iov[2] = { { hdr, sizeof hdr }, { payload, sizeof payload } };
+  g_assert_cmpint (t->ops->sendv (t, iov, 2), ==, sizeof hdr + sizeof payload);
+  size_t got = 0;
+  while (got < sizeof back) {
+    ssize_t n = t->ops->recv (t, back + got, sizeof back - got);
+    g_assert_cmpint (n, >, 0);
+    got += n;
+  }
+  g_assert_cmpmem (back, sizeof hdr, hdr, sizeof hdr);
+  g_assert_cmpmem (back + sizeof hdr, sizeof payload, payload,
+                   sizeof payload);
+  g_assert_false (t->ops->pending (t));
+  finish (&s, thread, t, fd);
+  g_assert_cmpint (s.handshake_result, ==, 0);
+}
+
+static void
+test_ip_literal (void)
+{
+  Server s = { .cert_dir = pki };
+  NbdcTlsConfig cfg = { .certificates = pki };
+  g_autoptr (GError) error = NULL;
+  GThread *thread;
+  int fd;
+  NbdTransport *t = start (&s, &cfg, "127.0.0.1", &thread, &fd, &error);
+  g_assert_no_error (error);
+  finish (&s, thread, t, fd);
+}
+
+static void
+test_unknown_ca (void)
+{
+  Server s = { .cert_dir = pki };
+  g_autofree char *wrong = g_build_filename (pki, "wrong", NULL);
+  NbdcTlsConfig cfg = { .certificates = wrong };
+  expect_failure (&s, &cfg, "localhost",
+                  "^the server's certificate is signed by an unknown CA "
+                  "\\('CN=nbdfs test CA'\\)");
+}
+
+static void
+test_self_signed (void)
+{
+  g_autofree char *dir = g_build_filename (pki, "selfsigned", NULL);
+  Server s = { .cert_dir = dir };
+  NbdcTlsConfig cfg = { .certificates = pki };
+  expect_failure (&s, &cfg, "localhost",
+                  "^the server's certificate is self-signed and not trusted");
+}
+
+static void
+test_name_mismatch (void)
+{
+  Server s = { .cert_dir = pki };
+  NbdcTlsConfig cfg = { .certificates = pki };
+  expect_failure (&s, &cfg, "wrong.example",
+                  "^the server's certificate is for localhost, 127\\.0\\.0\\.1, "
+                  "::1, not wrong\\.example");
+  /* --tls-hostname overrides the address's host. */
+  cfg.hostname = "other.example";
+  expect_failure (&s, &cfg, "localhost", "not other\\.example");
+}
+
+static void
+test_expired (void)
+{
+  g_autofree char *dir = g_build_filename (pki, "expired", NULL);
+  Server s = { .cert_dir = dir };
+  NbdcTlsConfig cfg = { .certificates = pki };
+  expect_failure (&s, &cfg, "localhost",
+                  "^the server's certificate expired on 2001-12-31");
+}
+
+static void
+test_no_verify (void)
+{
+  g_autofree char *dir = g_build_filename (pki, "expired", NULL);
+  Server s = { .cert_dir = dir };
+  g_autofree char *wrong = g_build_filename (pki, "wrong", NULL);
+  NbdcTlsConfig cfg = { .certificates = wrong, .no_verify = TRUE };
+  g_autoptr (GError) error = NULL;
+  GThread *thread;
+  int fd;
+  NbdTransport *t = start (&s, &cfg, "wrong.example", &thread, &fd, &error);
+  g_assert_no_error (error);
+  finish (&s, thread, t, fd);
+}
+
+static void
+test_client_cert_missing (void)
+{
+  /* A directory with only the CA: no client certificate to offer. */
+  g_autofree char *dir = g_build_filename (pki, "ca-only", NULL);
+  g_autofree char *src = g_build_filename (pki, "ca-cert.pem", NULL);
+  g_autofree char *dst = g_build_filename (dir, "ca-cert.pem", NULL);
+  g_autofree char *c = NULL;
+  gsize cl;
+  g_mkdir_with_parents (dir, 0700);
+  g_assert_true (g_file_get_contents (src, &c, &cl, NULL));
+  g_assert_true (g_file_set_contents (dst, c, cl, NULL));
+
+  Server s = { .cert_dir = pki, .ca_dir = pki, .require_client_cert = TRUE };
+  NbdcTlsConfig cfg = { .certificates = dir };
+  expect_failure (&s, &cfg, "localhost",
+                  "^the server asked for a client certificate and we have "
+                  "none");
+
+  /* With the client certificate it works. */
+  cfg.certificates = pki;
+  g_autoptr (GError) error = NULL;
+  GThread *thread;
+  int fd;
+  NbdTransport *t = start (&s, &cfg, "localhost", &thread, &fd, &error);
+  g_assert_no_error (error);
+  finish (&s, thread, t, fd);
+  g_assert_cmpint (s.handshake_result, ==, 0);
+}
+
+static void
+test_missing_ca_file (void)
+{
+  g_autofree char *dir = g_build_filename (pki, "empty", NULL);
+  g_mkdir_with_parents (dir, 0700);
+  NbdcTlsConfig cfg = { .certificates = dir };
+  g_autoptr (GError) error = NULL;
+  int sv[2];
+  g_assert_cmpint (socketpair (AF_UNIX, SOCK_STREAM, 0, sv), ==, 0);
+  g_assert_null (nbdc_tls_start (sv[0], &cfg, "localhost", 0, &error));
+  g_assert_error (error, NBDFS_ERROR, NBDFS_ERROR_TLS);
+  g_assert_true (strstr (error->message, "ca-cert.pem is missing") != NULL);
+  close (sv[0]);
+  close (sv[1]);
+}
+
+static void
+test_psk_ok (void)
+{
+  Server s = { .echo = TRUE };
+  NbdcTlsConfig cfg = { .psk_file = psk_file, .username = "alice" };
+  g_autoptr (GError) error = NULL;
+  GThread *thread;
+  int fd;
+  NbdTransport *t = start (&s, &cfg, NULL, &thread, &fd, &error);
+  g_assert_no_error (error);
+  char buf[4] = "ping", back[4];
+  g_assert_cmpint (t->ops->send (t, buf, 4), ==, 4);
+  size_t got = 0;
+  while (got < 4) {
+    ssize_t n = t->ops->recv (t, back + got, 4 - got);
+    g_assert_cmpint (n, >, 0);
+    got += n;
+  }
+  g_assert_cmpmem (back, 4, "ping", 4);
+  finish (&s, thread, t, fd);
+}
+
+static void
+test_psk_wrong_key (void)
+{
+  Server s = { 0 };
+  NbdcTlsConfig cfg = { .psk_file = wrong_psk, .username = "alice" };
+  expect_failure (&s, &cfg, NULL,
+                  "^the server rejected the pre-shared key");
+}
+
+static void
+test_psk_unknown_user (void)
+{
+  Server s = { 0 };
+  /* In our file, but not in the server's. */
+  NbdcTlsConfig cfg = { .psk_file = wrong_psk, .username = "mallory" };
+  expect_failure (&s, &cfg, NULL,
+                  "^the server rejected the pre-shared key");
+  /* Not in our file at all: said before any network traffic. */
+  cfg.username = "nobody";
+  expect_failure (&s, &cfg, NULL, "has no key for user 'nobody'");
+}
+
+static void
+test_deadline (void)
+{
+  NbdcTlsConfig cfg = { .certificates = pki };
+  g_autoptr (GError) error = NULL;
+  int sv[2];
+  g_assert_cmpint (socketpair (AF_UNIX, SOCK_STREAM, 0, sv), ==, 0);
+  /* Nobody answers on sv[1]. */
+  g_assert_null (nbdc_tls_start (sv[0], &cfg, "localhost",
+                                 g_get_monotonic_time () + 200000, &error));
+  g_assert_error (error, NBDFS_ERROR, NBDFS_ERROR_TIMEOUT);
+  close (sv[0]);
+  close (sv[1]);
+}
+
+static gpointer
+plain_peer (gpointer data)
+{
+  int fd = GPOINTER_TO_INT (data);
+  char buf[4096];
+  /* Read the ClientHello, answer like a server that never heard of TLS. */
+  (void) !read (fd, buf, sizeof buf);
+  static const char reply[] = "NBDMAGICIHAVEOPT\0\x03 this is not TLS at all";
+  (void) !write (fd, reply, sizeof reply);
+  shutdown (fd, SHUT_WR);
+  return NULL;
+}
+
+static void
+test_not_tls (void)
+{
+  NbdcTlsConfig cfg = { .certificates = pki };
+  g_autoptr (GError) error = NULL;
+  int sv[2];
+  g_assert_cmpint (socketpair (AF_UNIX, SOCK_STREAM, 0, sv), ==, 0);
+  GThread *th = g_thread_new ("plain", plain_peer, GINT_TO_POINTER (sv[1]));
+  g_assert_null (nbdc_tls_start (sv[0], &cfg, "localhost",
+                                 g_get_monotonic_time () + 10000000, &error));
+  g_test_message ("message: %s", error->message);
+  g_assert_error (error, NBDFS_ERROR, NBDFS_ERROR_TLS);
+  g_assert_true (g_str_has_prefix (error->message, "TLS handshake failed"));
+  g_thread_join (th);
+  close (sv[0]);
+  close (sv[1]);
+}
+
+/* ---- one sender thread, one receiver thread, key updates ---- */
+
+/* The sender streams at least MIN_STREAM and until the server has done 3
+ * key updates (they are rate-limited, so this takes about 400 ms). */
+#define MIN_STREAM (8 * 1024 * 1024)
+#define MAX_STREAM (G_GUINT64_CONSTANT (2) << 30)
+
+typedef struct {
+  NbdTransport *t;
+  Server *server;
+  guint64 total;     /* atomic-ish: set once, before the last chunk */
+  gint done;
+} Stream;
+
+static guint8
+pattern_byte (guint64 off)
+{
+  return (guint8) ((off * 2654435761u) >> 13);
+}
+
+static gpointer
+sender (gpointer data)
+{
+  Stream *st = data;
+  NbdTransport *t = st->t;
+  static guint8 buf[3 * 65536 + 17];
+  guint64 off = 0;
+  for (;;) {
+    /* Two iovecs of odd sizes, as a request header + payload would be. */
+    size_t n1 = 28, n2 = sizeof buf - 28;
+    if ((off >= MIN_STREAM
+         && g_atomic_int_get (&st->server->key_updates_done) >= 3)
+        || off >= MAX_STREAM) {
+      st->total = off + n1 + n2;
+      g_atomic_int_set (&st->done, 1);
+    }
+    for (size_t i = 0; i < n1 + n2; i++)
+      buf[i] = pattern_byte (off + i);
+    struct iovec iov[2] = { { buf, n1 }, { buf + n1, n2 } };
+    int cnt = 2;
+    size_t left = n1 + n2;
+    struct iovec *v = iov;
+    while (left > 0) {
+      ssize_t w = t->ops->sendv (t, v, cnt);
+      g_assert_cmpint (w, >, 0);
+      left -= w;
+      off += w;
+      while (cnt > 0 && (size_t) w >= v->iov_len) {
+        w -= v->iov_len;
+        v++;
+        cnt--;
+      }
+      if (cnt > 0) {
+        v->iov_base = (char *) v->iov_base + w;
+        v->iov_len -= w;
+      }
+    }
+    if (g_atomic_int_get (&st->done))
+      return NULL;
+  }
+}
+
+static void
+test_two_threads_key_update (void)
+{
+  Server s = { .cert_dir = pki, .echo = TRUE, .key_updates = TRUE };
+  NbdcTlsConfig cfg = { .certificates = pki };
+  g_autoptr (GError) error = NULL;
+  GThread *thread;
+  int fd;
+  NbdTransport *t = start (&s, &cfg, "localhost", &thread, &fd, &error);
+  g_assert_no_error (error);
+
+  Stream st = { .t = t, .server = &s };
+  GThread *snd = g_thread_new ("sender", sender, &st);
+  static guint8 buf[100000];
+  guint64 off = 0;
+  while (!g_atomic_int_get (&st.done) || off < st.total) {
+    ssize_t n = t->ops->recv (t, buf, sizeof buf);
+    g_assert_cmpint (n, >, 0);
+    for (ssize_t i = 0; i < n; i++)
+      if (buf[i] != pattern_byte (off + i))
+        g_error ("byte %" G_GUINT64_FORMAT " differs", off + i);
+    off += n;
+  }
+  g_thread_join (snd);
+  g_assert_cmpuint (off, ==, st.total);
+  finish (&s, thread, t, fd);
+  g_test_message ("%d key updates in %" G_GUINT64_FORMAT " MiB",
+                  s.key_updates_done, off >> 20);
+  g_assert_cmpint (s.key_updates_done, >=, 3);
+  g_assert_cmpuint (s.echoed, ==, st.total);
+}
+
+/* shutdown wakes a reader blocked in recv. */
+static gpointer
+blocked_reader (gpointer data)
+{
+  NbdTransport *t = data;
+  char c;
+  ssize_t r = t->ops->recv (t, &c, 1);
+  return GINT_TO_POINTER (r <= 0 ? 1 : 0);
+}
+
+static void
+test_shutdown_wakes_reader (void)
+{
+  Server s = { .cert_dir = pki, .echo = TRUE };
+  NbdcTlsConfig cfg = { .certificates = pki };
+  g_autoptr (GError) error = NULL;
+  GThread *thread;
+  int fd;
+  NbdTransport *t = start (&s, &cfg, "localhost", &thread, &fd, &error);
+  g_assert_no_error (error);
+  GThread *rd = g_thread_new ("reader", blocked_reader, t);
+  g_usleep (100000);
+  t->ops->shutdown (t);
+  t->ops->shutdown (t);   /* idempotent */
+  g_assert_cmpint (GPOINTER_TO_INT (g_thread_join (rd)), ==, 1);
+  finish (&s, thread, t, fd);
+}
+
+static void
+setup_pki (void)
+{
+  const char *srcdir = g_getenv ("SRCDIR");
+  g_autofree char *script = NULL, *psk_script = NULL;
+  g_autoptr (GError) error = NULL;
+  int status;
+
+  pki = g_dir_make_tmp ("nbdfs-tls-unit-XXXXXX", &error);
+  g_assert_no_error (error);
+  script = g_build_filename (srcdir ? srcdir : ".", "scripts", "make-pki.sh",
+                             NULL);
+  psk_script = g_build_filename (srcdir ? srcdir : ".", "scripts",
+                                 "make-psk.sh", NULL);
+  psk_file = g_build_filename (pki, "keys.psk", NULL);
+  wrong_psk = g_build_filename (pki, "wrong.psk", NULL);
+  const char *argv1[] = { "bash", script, pki, NULL };
+  const char *argv2[] = { "bash", psk_script, psk_file, "alice", NULL };
+  const char *argv3[] = { "bash", psk_script, wrong_psk, "alice", NULL };
+  const char *argv4[] = { "bash", psk_script, wrong_psk, "mallory", NULL };
+  const char **argvs[] = { argv1, argv2, argv3, argv4 };
+  for (size_t i = 0; i < G_N_ELEMENTS (argvs); i++) {
+    if (!g_spawn_sync (NULL, (char **) argvs[i], NULL, G_SPAWN_SEARCH_PATH,
+                       NULL, NULL, NULL, NULL, &status, &error)
+        || !g_spawn_check_wait_status (status, &error))
+      g_error ("%s: %s", argvs[i][1], error->message);
+  }
+}
+
+static void
+cleanup_pki (void)
+{
+  g_autofree char *cmd = g_strdup_printf ("rm -rf '%s'", pki);
+  (void) !system (cmd);
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+  if (!g_find_program_in_path ("certtool")
+      || !g_find_program_in_path ("psktool")) {
+    /* Under CI the runner turns this skip into a failure. */
+    g_test_add_func ("/nbdclient/tls/skip", NULL);
+    g_test_skip ("certtool/psktool missing: apt-get install gnutls-bin");
+    return g_test_run ();
+  }
+  setup_pki ();
+  g_test_add_func ("/nbdclient/tls/x509-ok", test_x509_ok);
+  g_test_add_func ("/nbdclient/tls/ip-literal", test_ip_literal);
+  g_test_add_func ("/nbdclient/tls/unknown-ca", test_unknown_ca);
+  g_test_add_func ("/nbdclient/tls/self-signed", test_self_signed);
+  g_test_add_func ("/nbdclient/tls/name-mismatch", test_name_mismatch);
+  g_test_add_func ("/nbdclient/tls/expired", test_expired);
+  g_test_add_func ("/nbdclient/tls/no-verify", test_no_verify);
+  g_test_add_func ("/nbdclient/tls/client-cert-missing",
+                   test_client_cert_missing);
+  g_test_add_func ("/nbdclient/tls/missing-ca-file", test_missing_ca_file);
+  g_test_add_func ("/nbdclient/tls/psk-ok", test_psk_ok);
+  g_test_add_func ("/nbdclient/tls/psk-wrong-key", test_psk_wrong_key);
+  g_test_add_func ("/nbdclient/tls/psk-unknown-user", test_psk_unknown_user);
+  g_test_add_func ("/nbdclient/tls/deadline", test_deadline);
+  g_test_add_func ("/nbdclient/tls/not-tls", test_not_tls);
+  g_test_add_func ("/nbdclient/tls/two-threads-key-update",
+                   test_two_threads_key_update);
+  g_test_add_func ("/nbdclient/tls/shutdown-wakes-reader",
+                   test_shutdown_wakes_reader);
+  int r = g_test_run ();
+  cleanup_pki ();
+  return r;
+}
