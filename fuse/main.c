@@ -160,8 +160,15 @@ parse_args (int argc, char **argv, NbdfsCli *cli, GError **error)
   }
   if (!nbdc_address_parse (address, &cli->nbd.addr, error))
     return FALSE;
+  /* Credentials given on the command line mean TLS (as with qemu-nbd
+   * --tls-creds): never send the data in clear text just
+   * because --tls was forgotten. */
+  gboolean cli_creds = tc->certificates || tc->psk_file;
+  /* URI query parameters fill in what the options left unset (tls.c). */
+  if (!nbdc_tls_config_merge_uri (tc, &cli->nbd.addr, error))
+    return FALSE;
   if (cli->nbd.tls == NBDC_TLS_DEFAULT)
-    cli->nbd.tls = cli->nbd.addr.tls == NBDC_TLS_REQUIRE
+    cli->nbd.tls = cli->nbd.addr.tls == NBDC_TLS_REQUIRE || cli_creds
       ? NBDC_TLS_REQUIRE : NBDC_TLS_OFF;
   else if (cli->nbd.addr.tls == NBDC_TLS_REQUIRE
            && cli->nbd.tls != NBDC_TLS_REQUIRE) {

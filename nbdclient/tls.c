@@ -713,8 +713,9 @@ explain_verify (TlsPriv *p, const char *hostname,
     crt = NULL;
   }
 
-  const char *trust = cfg->certificates
-    ? "the CA in --tls-certificates" : "the system's trusted CAs";
+  g_autofree char *trust = cfg->certificates
+    ? g_build_filename (cfg->certificates, "ca-cert.pem", NULL)
+    : g_strdup ("the system's trusted CAs");
   if (status & (GNUTLS_CERT_SIGNER_NOT_FOUND | GNUTLS_CERT_SIGNER_NOT_CA)) {
     gboolean self = FALSE;
     g_autofree char *issuer = NULL;
@@ -820,8 +821,9 @@ explain_failure (TlsPriv *p, int r, const char *hostname,
                  "or unknown user name): it closed the connection during "
                  "the TLS handshake");
     else
-      tls_error (error, "the server closed the connection during the TLS "
-                 "handshake (%s)", gnutls_strerror (r));
+      tls_error (error, "TLS handshake failed: the server closed the "
+                 "connection%s", p->kind == AUTH_ANON
+                 ? " (does it allow anonymous TLS, tls-type=anon?)" : "");
     return;
   }
   if (r == GNUTLS_E_UNEXPECTED_PACKET_LENGTH
