@@ -41,6 +41,9 @@ void nbdc_export_init (NbdExport *exp, const char *name);
 gboolean nbdc_handshake_begin (NbdcHandshake *h, int fd,
                                const NbdcOptions *opts, NbdExport *exp,
                                GError **error);
+/* The TLS mode in force: REQUIRE if the address says nbds, else opts->tls
+ * with DEFAULT meaning OFF. */
+NbdcTlsMode nbdc_tls_mode (const NbdcOptions *opts);
 /* now + opts->handshake_timeout (default 30 s), monotonic microseconds. */
 gint64 nbdc_handshake_deadline (const NbdcOptions *opts);
 /* Closes the transport (idempotent). */

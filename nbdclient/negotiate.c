@@ -55,10 +55,20 @@ nbdc_handshake_fail (NbdcHandshake *h, const GError *error)
   nbdc_handshake_close (h);
 }
 
+NbdcTlsMode
+nbdc_tls_mode (const NbdcOptions *opts)
+{
+  /* nbds:// "MUST fail" without TLS, whatever else was said; DEFAULT
+   * (a caller that did not resolve it) means plain. */
+  if (opts->addr.tls == NBDC_TLS_REQUIRE)
+    return NBDC_TLS_REQUIRE;
+  return opts->tls == NBDC_TLS_DEFAULT ? NBDC_TLS_OFF : opts->tls;
+}
+
 static gboolean
 refuse_clear_text (const NbdcOptions *opts, const char *why, GError **error)
 {
-  if (opts->tls != NBDC_TLS_REQUIRE)
+  if (nbdc_tls_mode (opts) != NBDC_TLS_REQUIRE)
     return TRUE;
   /* "Protocol downgrade attacks": a client that requires TLS never goes
    * on in clear text, whatever the server (or a MitM) claims. */
@@ -152,7 +162,7 @@ nbdc_handshake_begin (NbdcHandshake *h, int fd, const NbdcOptions *opts,
       goto fail;
     return TRUE;
   }
-  if (opts->tls == NBDC_TLS_ALLOW || opts->tls == NBDC_TLS_REQUIRE) {
+  if (nbdc_tls_mode (opts) != NBDC_TLS_OFF) {
     if (!nbdc_opt_starttls (h, opts, error))
       goto fail;
     exp->tls = h->tls;

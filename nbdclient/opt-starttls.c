@@ -25,7 +25,7 @@ nbdc_opt_starttls (NbdcHandshake *h, const NbdcOptions *opts, GError **error)
       nbdc_reply_clear (&r);
       return FALSE;
     }
-    if (opts->tls == NBDC_TLS_REQUIRE) {
+    if (nbdc_tls_mode (opts) == NBDC_TLS_REQUIRE) {
       /* The client "SHOULD terminate the session if the NBD_OPT_STARTTLS
        * replies with an error": a MitM could have forged it. */
       g_autofree char *text = r.len

@@ -412,6 +412,21 @@ test_oldstyle_tls_required (void)
   run (p, &r, "", NBDC_TLS_REQUIRE, TRUE);
   assert_error (&r, NBDFS_ERROR_TLS_REQUIRED, "oldstyle");
   result_clear (&r);
+
+  /* An nbds:// address requires TLS even if the caller left opts->tls
+   * at DEFAULT. */
+  p = peer_new ();
+  send_bytes (p, b->data, b->len);
+  memset (&r, 0, sizeof r);
+  r.opts.addr.export_name = g_strdup ("");
+  r.opts.addr.tls = NBDC_TLS_REQUIRE;
+  r.opts.tls = NBDC_TLS_DEFAULT;
+  int fd = peer_start (p);
+  NbdTransport *t = nbdc_negotiate (fd, &r.opts, &r.exp, 0, &r.error);
+  g_assert_null (t);
+  g_assert_error (r.error, NBDFS_ERROR, NBDFS_ERROR_TLS_REQUIRED);
+  peer_finish (p, TRUE);
+  result_clear (&r);
 }
 
 static void
