@@ -50,3 +50,20 @@ cleanup_fn kill_pid "$(cat "$pidf")"
 wait_for "$TOOLS/nbdc-open" "nbd://127.0.0.1:$port/"
 out=$("$TOOLS/nbdc-open" "nbd://127.0.0.1:$port/")
 grep -qx size=3145728 <<<"$out" || fail "tcp size"
+
+# nbdkit --mask-handshake: 0 = plain (unfixed) newstyle, so
+# NBD_OPT_EXPORT_NAME with 124 zeroes; 1 = fixed newstyle without
+# NO_ZEROES.
+sock4=$tmp/sock4
+start_nbdkit "$sock4" --mask-handshake=0 memory 4M
+out=$("$TOOLS/nbdc-open" "$sock4:any")
+grep -qx size=4194304 <<<"$out" || fail "newstyle size"
+grep -qx style=1 <<<"$out" || fail "newstyle style"
+grep -qx used_export_name=1 <<<"$out" || fail "newstyle export name"
+expect_fail_with "TLS is required but the server does not use fixed newstyle" \
+  "$TOOLS/nbdc-open" "$sock4" require
+sock5=$tmp/sock5
+start_nbdkit "$sock5" --mask-handshake=1 memory 5M
+out=$("$TOOLS/nbdc-open" "$sock5")
+grep -qx size=5242880 <<<"$out" || fail "fixed, no NO_ZEROES: size"
+grep -qx style=2 <<<"$out" || fail "fixed, no NO_ZEROES: style"
