@@ -580,6 +580,11 @@ conn_handle_structured (NbdConn *c, Death *d, const uint8_t *hdr)
                       G_GUINT64_FORMAT " chunks)",
                       nbdc_cmd_name (req->cmd.type), limit);
 
+  if (c->debug)
+    g_debug ("%s: cookie 0x%" G_GINT64_MODIFIER "x: chunk %u (%s)%s, "
+             "length %" G_GUINT32_FORMAT, c->name, cookie, type,
+             nbdc_reply_type_name (type),
+             flags & NBD_REPLY_FLAG_DONE ? " done" : "", length);
   gboolean ok;
   switch (type) {
   case NBD_REPLY_TYPE_NONE:

@@ -226,6 +226,8 @@ main (int argc, char **argv)
   NbdcPoolConfig cfg = { 0 };
   int opt;
   signal (SIGPIPE, SIG_IGN);
+  /* stdout carries results; every log line goes to stderr. */
+  g_log_writer_default_set_use_stderr (TRUE);
   while ((opt = getopt (argc, argv, "+C:t:q:rkv")) != -1) {
     switch (opt) {
     case 'C': cfg.connections = num (optarg); break;

@@ -1,0 +1,216 @@
+#!/usr/bin/env python3
+"""A scripted hostile NBD server for test-hostile.sh.
+
+    hostile-server.py SOCKET SCENARIO [PIDFILE]
+
+Listens on a Unix socket, serves ONE client: a real fixed-newstyle
+handshake (structured replies and base:allocation offered unless the
+scenario says otherwise), then answers requests correctly except the first
+NBD_CMD_READ (or BLOCK_STATUS), which gets the scenario's misbehaviour.
+Exits when the client goes away.
+"""
+import os
+import socket
+import struct
+import sys
+import time
+
+NBDMAGIC = 0x4E42444D41474943
+IHAVEOPT = 0x49484156454F5054
+REPLY_MAGIC = 0x3E889045565A9
+SIMPLE = 0x67446698
+STRUCT = 0x668E33EF
+REQ = 0x25609513
+
+OPT_EXPORT_NAME, OPT_ABORT, OPT_GO, OPT_SR, OPT_SET_META = 1, 2, 7, 8, 10
+REP_ACK, REP_INFO, REP_META = 1, 3, 4
+REP_ERR_UNSUP = 0x80000001
+CMD_READ, CMD_WRITE, CMD_DISC, CMD_FLUSH, CMD_BS = 0, 1, 2, 3, 7
+T_NONE, T_DATA, T_HOLE, T_BS, T_ERROR, T_ERROR_OFFSET = 0, 1, 2, 5, 0x8001, 0x8002
+DONE = 1
+SIZE = 1 << 20
+CTX_ID = 42
+
+SCENARIOS = {
+    "bad-magic", "unknown-cookie", "stale-cookie", "outside-range",
+    "too-long", "short", "overlap", "no-done-eof", "huge-error",
+    "silence", "endless", "simple-read-sr", "sr-not-negotiated",
+    "bad-context", "hole-zero-length", "error-zero", "bad-type",
+    "eof-mid-data", "ok",
+}
+
+
+def recv_all(s, n):
+    b = b""
+    while len(b) < n:
+        c = s.recv(n - len(b))
+        if not c:
+            raise EOFError
+        b += c
+    return b
+
+
+def opt_reply(s, opt, rep, data=b""):
+    s.sendall(struct.pack(">QIII", REPLY_MAGIC, opt, rep, len(data)) + data)
+
+
+def handshake(s, scenario):
+    s.sendall(struct.pack(">QQH", NBDMAGIC, IHAVEOPT, 3))  # FIXED | NO_ZEROES
+    recv_all(s, 4)
+    sr = False
+    offer_sr = scenario != "sr-not-negotiated"
+    while True:
+        magic, opt, ln = struct.unpack(">QII", recv_all(s, 16))
+        data = recv_all(s, ln)
+        if opt == OPT_SR and offer_sr:
+            sr = True
+            opt_reply(s, opt, REP_ACK)
+        elif opt == OPT_SET_META and sr:
+            name = b"base:allocation"
+            opt_reply(s, opt, REP_META, struct.pack(">I", CTX_ID) + name)
+            opt_reply(s, opt, REP_ACK)
+        elif opt == OPT_GO:
+            # HAS_FLAGS | SEND_FLUSH | SEND_DF(if sr)
+            flags = 1 | 4
+            opt_reply(s, opt, REP_INFO, struct.pack(">HQH", 0, SIZE, flags))
+            opt_reply(s, opt, REP_ACK)
+            return sr
+        elif opt == OPT_ABORT:
+            raise EOFError
+        else:
+            opt_reply(s, opt, REP_ERR_UNSUP)
+
+
+def chunk(s, flags, typ, cookie, payload=b"", length=None):
+    if length is None:
+        length = len(payload)
+    s.sendall(struct.pack(">IHHQI", STRUCT, flags, typ, cookie, length) + payload)
+
+
+def simple(s, cookie, err=0, data=b""):
+    s.sendall(struct.pack(">IIQ", SIMPLE, err, cookie) + data)
+
+
+def good_reply(s, sr, typ, cookie, off, count, store):
+    if typ == CMD_READ:
+        data = bytes(store[off:off + count])
+        if sr:
+            chunk(s, DONE, T_DATA, cookie, struct.pack(">Q", off) + data)
+        else:
+            simple(s, cookie, 0, data)
+    elif typ == CMD_BS and sr:
+        chunk(s, DONE, T_BS, cookie, struct.pack(">III", CTX_ID, count, 0))
+    else:
+        simple(s, cookie)
+
+
+def misbehave(s, sr, scenario, typ, cookie, off, count, prev_cookie):
+    data = b"\xab" * count
+    if scenario == "bad-magic":
+        s.sendall(struct.pack(">IIQ", 0xDEADBEEF, 0, cookie))
+    elif scenario == "unknown-cookie":
+        chunk(s, DONE, T_DATA, cookie ^ 0x5A5A0000, struct.pack(">Q", off) + data)
+    elif scenario == "stale-cookie":
+        # The cookie of the earlier (completed) request in the same slot.
+        chunk(s, DONE, T_DATA, prev_cookie, struct.pack(">Q", off) + data)
+    elif scenario == "outside-range":
+        chunk(s, DONE, T_DATA, cookie, struct.pack(">Q", off + 512) + data)
+    elif scenario == "too-long":
+        chunk(s, DONE, T_DATA, cookie, struct.pack(">Q", off) + data + b"!" * 100)
+    elif scenario == "short":
+        chunk(s, 0, T_DATA, cookie, struct.pack(">Q", off) + data[: count // 2])
+        chunk(s, DONE, T_NONE, cookie)
+    elif scenario == "overlap":
+        chunk(s, 0, T_DATA, cookie, struct.pack(">Q", off) + data[: count // 2])
+        chunk(s, DONE, T_HOLE, cookie, struct.pack(">QI", off + count // 4, count // 2))
+    elif scenario == "no-done-eof":
+        chunk(s, 0, T_DATA, cookie, struct.pack(">Q", off) + data)
+        return "close"
+    elif scenario == "eof-mid-data":
+        s.sendall(struct.pack(">IHHQI", STRUCT, DONE, T_DATA, cookie, 8 + count)
+                  + struct.pack(">Q", off) + data[:10])
+        return "close"
+    elif scenario == "huge-error":
+        chunk(s, DONE, T_ERROR, cookie, struct.pack(">IH", 5, 65000), 6 + 65000)
+    elif scenario == "error-zero":
+        chunk(s, DONE, T_ERROR, cookie, struct.pack(">IH", 0, 0))
+    elif scenario == "silence":
+        return "silence"
+    elif scenario == "endless":
+        # Valid-looking error chunks, forever, never DONE.
+        try:
+            while True:
+                chunk(s, 0, T_ERROR_OFFSET, cookie,
+                      struct.pack(">IH", 5, 0) + struct.pack(">Q", off))
+        except OSError:
+            return "close"
+    elif scenario in ("simple-read-sr", "sr-not-negotiated"):
+        if scenario == "simple-read-sr":
+            simple(s, cookie, 0, data)
+        else:
+            chunk(s, DONE, T_DATA, cookie, struct.pack(">Q", off) + data)
+    elif scenario == "bad-context":
+        chunk(s, DONE, T_BS, cookie, struct.pack(">III", CTX_ID + 1, count, 0))
+    elif scenario == "hole-zero-length":
+        chunk(s, DONE, T_HOLE, cookie, struct.pack(">QI", off, 0))
+    elif scenario == "bad-type":
+        chunk(s, DONE, 77, cookie, b"xxxx")
+    return None
+
+
+def main():
+    path, scenario = sys.argv[1], sys.argv[2]
+    if scenario not in SCENARIOS:
+        sys.exit("unknown scenario " + scenario)
+    ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    ls.bind(path)
+    ls.listen(1)
+    if len(sys.argv) > 3:
+        with open(sys.argv[3], "w") as f:
+            f.write(str(os.getpid()))
+    s, _ = ls.accept()
+    ls.close()
+    store = bytearray(SIZE)
+    done_bad = False
+    prev_cookie = None
+    try:
+        sr = handshake(s, scenario)
+        while True:
+            magic, flags, typ, cookie, off, count = struct.unpack(
+                ">IHHQQI", recv_all(s, 28))
+            if magic != REQ:
+                break
+            if typ == CMD_WRITE:
+                store[off:off + count] = recv_all(s, count)
+            if typ == CMD_DISC:
+                break
+            # stale-cookie: the first read is answered properly; the
+            # second (same slot, new generation) gets the old cookie.
+            bad = (not done_bad and typ in (CMD_READ, CMD_BS)
+                   and scenario != "ok"
+                   and not (scenario == "stale-cookie" and prev_cookie is None))
+            if not bad:
+                if typ == CMD_READ:
+                    prev_cookie = cookie
+                good_reply(s, sr, typ, cookie, off, count, store)
+                continue
+            done_bad = True
+            what = misbehave(s, sr, scenario, typ, cookie, off, count, prev_cookie)
+            if what == "close":
+                break
+            if what == "silence":
+                # Keep the socket open; the client must time out.
+                s.settimeout(30)
+                try:
+                    while s.recv(4096):
+                        pass
+                except OSError:
+                    pass
+                break
+    except (EOFError, OSError):
+        pass
+    s.close()
+
+
+if __name__ == "__main__":
+    main()
