@@ -664,8 +664,8 @@ conn_die (NbdConn *c, Death *d)
 
   conn_shutdown_transport (c);
   if (!d->clean || n > 0)
-    g_warning ("%s: %s; %s %u request(s)", c->name, d->why,
-               salvage ? "retrying" : "failing with EIO", n);
+    g_warning (salvage ? "%s: %s; retrying %u request(s) elsewhere"
+               : "%s: %s; %u request(s) fail with EIO", c->name, d->why, n);
   for (guint i = 0; i < done->len; i++)
     req_finish (c, done->pdata[i], EIO, salvage);
   g_ptr_array_free (done, TRUE);

@@ -724,7 +724,7 @@ test_salvage (void)
   g_assert_cmpint (s.n, ==, 1);
   g_assert_true (s.cmd.opaque == &w);
   g_assert_false (w.done);
-  assert_warned ("retrying 1 request");
+  assert_warned ("retrying 1 request(s) elsewhere");
   w_clear (&w);
   nbdc_conn_free (c);
 }
