@@ -640,6 +640,11 @@ conn_die (NbdConn *c, Death *d)
   g_mutex_lock (&c->lock);
   c->dead = TRUE;
   unsigned n = c->in_flight + c->queue.length;
+  /* Logged before any request completes (a sender may complete one as
+   * soon as we let go of the lock), so the reason always comes first. */
+  if (!d->clean || n > 0)
+    g_warning (salvage ? "%s: %s; retrying %u request(s) elsewhere"
+               : "%s: %s; %u request(s) fail with EIO", c->name, d->why, n);
   for (unsigned i = 0; i < c->depth; i++) {
     NbdcReq *req = c->slots[i].req;
     if (!req)
@@ -663,9 +668,6 @@ conn_die (NbdConn *c, Death *d)
   g_mutex_unlock (&c->lock);
 
   conn_shutdown_transport (c);
-  if (!d->clean || n > 0)
-    g_warning (salvage ? "%s: %s; retrying %u request(s) elsewhere"
-               : "%s: %s; %u request(s) fail with EIO", c->name, d->why, n);
   for (guint i = 0; i < done->len; i++)
     req_finish (c, done->pdata[i], EIO, salvage);
   g_ptr_array_free (done, TRUE);
