@@ -583,8 +583,9 @@ int
 main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
-  if (!g_find_program_in_path ("certtool")
-      || !g_find_program_in_path ("psktool")) {
+  g_autofree char *certtool = g_find_program_in_path ("certtool");
+  g_autofree char *psktool = g_find_program_in_path ("psktool");
+  if (certtool == NULL || psktool == NULL) {
     /* Under CI the runner turns this skip into a failure. */
     g_test_add_func ("/nbdclient/tls/skip", NULL);
     g_test_skip ("certtool/psktool missing: apt-get install gnutls-bin");
