@@ -144,17 +144,36 @@ def main():
                              nbdfs_over_ceiling=r_ceil,
                              target=("%s %.2f" % target) if target else None,
                              met=met))
-        # FUSE queue depth seen by the kernel, per fio test and FUSE client.
-        for test in sorted(tests):
-            for c in ("nbdfs", "nbdfuse"):
-                w = []
-                for path in glob.glob(os.path.join(raw, t, test, c + "-*.waiting")):
-                    with open(path) as f:
-                        w += [int(x) for x in f.read().split() if x.isdigit()]
-                if w:
-                    waiting.append(dict(transport=t, test=test, client=c,
-                                        mean=statistics.mean(w), max=max(w),
-                                        samples=len(w)))
+        # Per fio test and client: the FUSE queue depth the kernel reached,
+        # and the CPU the FUSE daemon and nbdkit spent per I/O.
+        for test in [r[1] for r in ROWS if r[2][0] == "fio"]:
+            if test not in tests or any(w["test"] == test and w["transport"] == t
+                                        for w in waiting):
+                continue
+            for c in CLIENTS:
+                w, ios, dcpu, scpu = [], 0, 0.0, 0.0
+                for path in glob.glob(os.path.join(raw, t, test, c + "-*.json")):
+                    base = path[:-len(".json")]
+                    try:
+                        job = load_json(path)["jobs"][0]
+                        with open(base + ".cpu") as f:
+                            cpu = json.load(f)
+                    except Exception:   # failed run: already in problems
+                        continue
+                    ios += job["read"]["total_ios"] + job["write"]["total_ios"]
+                    dcpu += cpu["daemon_cpu_s"]
+                    scpu += cpu["server_cpu_s"]
+                    if os.path.exists(base + ".waiting"):
+                        with open(base + ".waiting") as f:
+                            w += [int(x) for x in f.read().split() if x.isdigit()]
+                if ios == 0:
+                    continue
+                waiting.append(dict(
+                    transport=t, test=test, client=c,
+                    waiting_mean=statistics.mean(w) if w else None,
+                    waiting_max=max(w) if w else None,
+                    daemon_cpu_us_per_io=dcpu * 1e6 / ios if c != "ceiling" else None,
+                    server_cpu_us_per_io=scpu * 1e6 / ios))
 
     labels = {"unix": "Unix socket", "tcp": "TCP loopback"}
     md = []
@@ -195,14 +214,22 @@ def main():
                 tgt, met))
     if waiting:
         md.append("")
-        md.append("## FUSE requests waiting in the kernel (fusectl `waiting`, "
-                  "sampled every 0.1 s)")
+        md.append("## Where the time goes (fio rows)")
         md.append("")
-        md.append("| transport | test | client | mean | max |")
-        md.append("|---|---|---|---:|---:|")
+        md.append("FUSE requests waiting in the kernel (fusectl `waiting`, sampled "
+                  "every 0.1 s), and CPU time per I/O of the FUSE daemon and of "
+                  "nbdkit (user + system, all runs).")
+        md.append("")
+        md.append("| transport | test | client | waiting mean | waiting max "
+                  "| daemon CPU µs/IO | nbdkit CPU µs/IO |")
+        md.append("|---|---|---|---:|---:|---:|---:|")
+        def f1(v, pat="%.1f"):
+            return "—" if v is None else pat % v
         for w in waiting:
-            md.append("| %s | %s | %s | %.1f | %d |" % (
-                w["transport"], w["test"], w["client"], w["mean"], w["max"]))
+            md.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+                w["transport"], w["test"], w["client"], f1(w["waiting_mean"]),
+                f1(w["waiting_max"], "%d"), f1(w["daemon_cpu_us_per_io"]),
+                f1(w["server_cpu_us_per_io"])))
     if problems:
         md.append("")
         md.append("## Problems")

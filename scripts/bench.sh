@@ -28,7 +28,7 @@ set -euo pipefail
 SRCDIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 : "${NBDFS:=$SRCDIR/nbdfs}"
 
-runs=3 runtime=4 size=1G transport=both files=20000 quick=0
+runs=3 runtime=3 size=1G transport=both files=20000 quick=0
 out=$SRCDIR/bench-out
 tests_sel=
 runs_set= runtime_set= size_set= files_set= transport_set=
@@ -164,6 +164,7 @@ wait_for() {  # wait_for SECS CMD...
   return 1
 }
 now() { date +%s.%N; }
+clk_tck=$(getconf CLK_TCK)
 elapsed_s() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 
@@ -324,6 +325,14 @@ start_sampler() {
   ( while read -r w < "$conn/waiting"; do echo "$w"; sleep 0.1; done ) > "$f" 2>/dev/null &
   sampler_pid=$!
 }
+# CPU time (clock ticks, user + system, all threads) used so far by PID.
+cpu_ticks() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return 0; }
+  stat=${stat##*) }            # fields after "pid (comm) "
+  set -- $stat
+  echo $(( ${12} + ${13} ))     # utime, stime (fields 14 and 15)
+}
 stop_sampler() {
   [ -z "$sampler_pid" ] || { kill "$sampler_pid" 2>/dev/null; wait "$sampler_pid" 2>/dev/null || true; }
   sampler_pid=
@@ -352,6 +361,9 @@ run_fio() {  # run_fio TEST CLIENT RESULT-FILE
     target=(--ioengine=libaio --direct=1 "--filename=${client_file[$c]}")
   fi
   start_sampler "$c" "${res%.json}.waiting"
+  local d0 s0 d1 s1 daemon=${client_pid[$c]:-}
+  d0=$( [ -n "$daemon" ] && cpu_ticks "$daemon" || echo 0)
+  s0=$(cpu_ticks "$srv_pid")
   # shellcheck disable=SC2046
   if ! timeout -k 5 $(( runtime * 4 + 60 )) \
        fio --name="$test" $(fio_params "$test") "${target[@]}" \
@@ -363,6 +375,12 @@ run_fio() {  # run_fio TEST CLIENT RESULT-FILE
     return 0
   fi
   stop_sampler
+  d1=$( [ -n "$daemon" ] && cpu_ticks "$daemon" || echo 0)
+  s1=$(cpu_ticks "$srv_pid")
+  # CPU seconds the FUSE daemon and nbdkit spent on this run.
+  awk -v d=$(( d1 - d0 )) -v s=$(( s1 - s0 )) -v hz="$clk_tck" \
+    'BEGIN { printf "{\"daemon_cpu_s\": %.2f, \"server_cpu_s\": %.2f}\n", d / hz, s / hz }' \
+    > "${res%.json}.cpu"
   rm -f "${res%.json}.err"
 }
 
