@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# End to end through a loop device, against qemu-nbd serving a qcow2
+# image: mkfs.ext4 on the nbdfs file, mount -o loop, copy a tree in,
+# unmount, re-mount through losetup --direct-io=on (O_DIRECT from the
+# loop driver), verify every checksum, add files, then unmount nbdfs,
+# mount it again and e2fsck the file system.
+# timeout: 120
+source "$SRCDIR/test/functions.sh"
+source "$SRCDIR/test/fuse-functions.sh"
+requires_root
+requires qemu-img --version
+requires qemu-nbd --version
+requires mkfs.ext4 -V
+requires e2fsck -V
+requires losetup --version
+requires losetup -f
+
+sock=$tmp/qemu.sock
+mnt=$tmp/mnt
+fsdir=$tmp/fs
+mkdir -p "$fsdir"
+qemu-img create -q -f qcow2 "$tmp/disk.qcow2" 256M
+start_qemu_nbd "$sock" -t --shared=8 -f qcow2 -x vm --cache=writeback "$tmp/disk.qcow2"
+start_nbdfs "$mnt" "$sock:vm"
+f=$mnt/vm
+[ "$(stat -c %s "$f")" = $((256 * 1024 * 1024)) ] || fail "size"
+
+mkfs.ext4 -q -F -E nodiscard "$f"
+mount -o loop "$f" "$fsdir"
+cleanup_fn umount -l "$fsdir"
+mkdir "$fsdir/tree"
+cp -a "$SRCDIR/nbdclient" "$SRCDIR/fuse" "$SRCDIR/test" "$fsdir/tree/"
+head -c 20M /dev/urandom > "$fsdir/tree/big"
+dd if=/dev/urandom of="$fsdir/tree/sparse" bs=1M count=1 seek=30 status=none
+(cd "$fsdir" && find tree -type f -print0 | sort -z | xargs -0 md5sum) > "$tmp/sums"
+umount "$fsdir"
+
+dev=$(losetup -f --show --direct-io=on "$f")
+cleanup_fn losetup -d "$dev"
+[ "$(cat /sys/block/${dev#/dev/}/loop/dio)" = 1 ] ||
+  echo "note: the loop driver fell back to buffered I/O"
+mount "$dev" "$fsdir"
+(cd "$fsdir" && md5sum --quiet -c "$tmp/sums") || fail "checksums after re-mount"
+head -c 8M /dev/urandom > "$fsdir/tree/more"
+md5sum < "$fsdir/tree/more" > "$tmp/more.sum"
+umount "$fsdir"
+losetup -d "$dev"
+stop_nbdfs "$mnt"
+
+# Everything reached the server: a new nbdfs mount sees a clean fs.
+start_nbdfs "$mnt" "$sock:vm"
+e2fsck -fn "$f"
+mount -o loop,ro "$f" "$fsdir"
+(cd "$fsdir" && md5sum --quiet -c "$tmp/sums") || fail "checksums on a new mount"
+[ "$(md5sum < "$fsdir/tree/more")" = "$(cat "$tmp/more.sum")" ] || fail "added file"
+umount "$fsdir"
+stop_nbdfs "$mnt"
+echo OK
