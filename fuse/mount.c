@@ -324,6 +324,11 @@ serve (NbdfsCli *cli, const char *mountpoint, int *ready_fd, GError **error)
                  "FUSE refused the mount options (see the message above)");
     goto out;
   }
+  /* libfuse only takes over signals left at SIG_DFL; a shell starts
+   * background jobs with SIGINT ignored, and "SIGINT stops nbdfs cleanly"
+   * should hold there too. (SIGHUP stays as inherited, for nohup.) */
+  signal (SIGINT, SIG_DFL);
+  signal (SIGTERM, SIG_DFL);
   if (fuse_set_signal_handlers (se) != 0) {
     g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_FAILED,
                  "cannot install signal handlers");

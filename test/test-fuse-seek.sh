@@ -91,7 +91,7 @@ check_seek "$f" "nbd+unix:///?socket=$sock"
 # background scan has run.
 alloc=$(nbdinfo --map "nbd+unix:///?socket=$sock" | awk '$3 % 2 == 0 { s += $2 } END { print s }')
 [ "$alloc" -gt 0 ] && [ "$alloc" -lt $((1024 * 1024)) ] || fail "unexpected map"
-WAIT_SECS=10 wait_for test "$(stat -c %b "$f")" = $((alloc / 512)) ||
+WAIT_SECS=10 wait_for sh -c "[ \$(stat -c %b '$f') = $((alloc / 512)) ]" ||
   fail "st_blocks $(stat -c %b "$f"), expected $((alloc / 512))"
 stop_nbdfs "$mnt"
 
