@@ -311,6 +311,14 @@ serve (NbdfsCli *cli, const char *mountpoint, int *ready_fd, GError **error)
   sigaddset (&sigs, SIGHUP);
   pthread_sigmask (SIG_BLOCK, &sigs, &old);
 
+  /* Options first: a typo should not cost a connection. No op runs
+   * before the session loop, so fs may still be empty here. */
+  se = fuse_session_new (&args, &nbdfs_ops, sizeof nbdfs_ops, &fs);
+  if (se == NULL) {
+    g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_USAGE,
+                 "FUSE refused the mount options (see the message above)");
+    goto out;
+  }
   if (!nbdfs_files_open (&fs, error))
     goto out;
   if (!nbdfs_worker_start (&fs, error))
@@ -318,12 +326,6 @@ serve (NbdfsCli *cli, const char *mountpoint, int *ready_fd, GError **error)
   for (guint i = 0; i < fs.files->len; i++)
     nbdfs_allocation_refresh (&fs, g_ptr_array_index (fs.files, i));
 
-  se = fuse_session_new (&args, &nbdfs_ops, sizeof nbdfs_ops, &fs);
-  if (se == NULL) {
-    g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_USAGE,
-                 "FUSE refused the mount options (see the message above)");
-    goto out;
-  }
   /* libfuse only takes over signals left at SIG_DFL; a shell starts
    * background jobs with SIGINT ignored, and "SIGINT stops nbdfs cleanly"
    * should hold there too. (SIGHUP stays as inherited, for nohup.) */
