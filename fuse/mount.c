@@ -289,6 +289,7 @@ serve (NbdfsCli *cli, const char *mountpoint, int *ready_fd, GError **error)
   NbdfsFs fs = { 0 };
   struct fuse_session *se = NULL;
   gboolean nonempty, mounted = FALSE, pidfile_written = FALSE;
+  gboolean handlers = FALSE;
   g_autoptr (GPtrArray) argv = build_fuse_args (cli, &nonempty);
   struct fuse_args args = FUSE_ARGS_INIT (argv->len - 1,
                                           (char **) argv->pdata);
@@ -336,6 +337,7 @@ serve (NbdfsCli *cli, const char *mountpoint, int *ready_fd, GError **error)
                  "cannot install signal handlers");
     goto out;
   }
+  handlers = TRUE;
   if (fuse_session_mount (se, mountpoint) != 0) {
     g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_FAILED,
                  "mounting on %s failed (see the message above)",
@@ -378,10 +380,10 @@ out:
   nbdfs_req_drain (&fs);
   if (nbdfs_files_close (&fs) != 0 && status == 0)
     status = 1;
-  if (se) {
+  if (handlers)
     fuse_remove_signal_handlers (se);
+  if (se)
     fuse_session_destroy (se);
-  }
   fuse_opt_free_args (&args);
   if (pidfile_written)
     unlink (cli->pidfile);
