@@ -89,6 +89,7 @@ nbdk_persist_run (NbdkNetlink *nl, NbdkPersist *p)
   unsigned pending = 0, failures = 0;
   int backoff_ms = 0;
   gint64 next_try = 0, next_check = 0;
+  char *last_error = NULL;
 
   if (p->to_syslog) {
     openlog ("nbdfs", LOG_PID, LOG_DAEMON);
@@ -156,13 +157,18 @@ nbdk_persist_run (NbdkNetlink *nl, NbdkPersist *p)
                    failures ? " after retrying" : "");
         backoff_ms = 0;
         failures = 0;
+        g_clear_pointer (&last_error, g_free);
         next_try = 0;
       }
       else {
-        /* Say it the first time and then now and again, not every retry. */
-        if (failures++ % 10 == 0)
+        /* Say it when the reason changes, and now and again, not at
+         * every retry. */
+        if (failures++ % 10 == 0 || g_strcmp0 (last_error, e->message)) {
           g_warning ("/dev/nbd%d: reconnecting: %s (retrying)", p->index,
                      e->message);
+          g_free (last_error);
+          last_error = g_strdup (e->message);
+        }
         backoff_ms = backoff_ms ? MIN (backoff_ms * 2, BACKOFF_MAX_MS)
                                 : BACKOFF_FIRST_MS;
         next_try = g_get_monotonic_time () + backoff_ms * (gint64) 1000;
@@ -170,5 +176,6 @@ nbdk_persist_run (NbdkNetlink *nl, NbdkPersist *p)
     }
   }
   sigprocmask (SIG_SETMASK, &orig, NULL);
+  g_free (last_error);
   return 0;
 }

@@ -104,7 +104,12 @@ limit_request_size (int index, const NbdExport *exp)
   }
   path = g_strdup_printf ("/sys/block/nbd%d/queue/max_sectors_kb", index);
   val = g_strdup_printf ("%" G_GUINT64_FORMAT, want_kb);
-  if (!g_file_set_contents (path, val, -1, NULL))
+  /* Not g_file_set_contents: sysfs needs a write in place, no rename. */
+  int fd = open (path, O_WRONLY | O_CLOEXEC);
+  gboolean ok = fd >= 0 && write (fd, val, strlen (val)) == (ssize_t) strlen (val);
+  if (fd >= 0)
+    close (fd);
+  if (!ok)
     g_warning ("cannot limit /dev/nbd%d requests to %" G_GUINT64_FORMAT
                " KiB (the server's maximum)", index, want_kb);
 }

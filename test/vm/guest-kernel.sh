@@ -42,6 +42,13 @@ t_netlink() {
   grep -q '"connections": 4' "$tmp/status.json"
 
   expect_fail_with "already attached" "$NBDFS" --kernel "$tmp/sock" nbd0
+  # The negotiator's refusals reach the user, and nothing is attached.
+  start_nbdkit "$tmp/strict" --filter=exportname memory 1M \
+    exportname=good exportname-strict=true
+  expect_fail_with 'no export named "bad"' \
+    "$NBDFS" --kernel "$tmp/strict:bad" nbd1
+  expect_fail_with "$tmp/nothing" "$NBDFS" --kernel "$tmp/nothing" nbd1
+  test ! -e /sys/block/nbd1/pid
   "$NBDFS" --disconnect /dev/nbd0
   test ! -e /sys/block/nbd0/pid
   expect_fail_with "not attached" "$NBDFS" --status /dev/nbd0
@@ -167,6 +174,41 @@ t_block_size() {
   "$NBDFS" --disconnect /dev/nbd6
   "$NBDFS" --kernel --ioctl "$tmp/sock" /dev/nbd6
   [ "$(cat /sys/block/nbd6/queue/logical_block_size)" = 4096 ]
+
+  # A 64 KiB maximum payload caps the kernel's requests: a 1 MiB direct
+  # write must reach this strict server in pieces it accepts.
+  start_nbdkit "$tmp/sock64" --filter=blocksize-policy memory 4M \
+    blocksize-maximum=65536 blocksize-error-policy=error
+  "$NBDFS" --kernel "$tmp/sock64" /dev/nbd5
+  cleanup_fn detach /dev/nbd5
+  [ "$(cat /sys/block/nbd5/queue/max_sectors_kb)" = 64 ]
+  dd if="$tmp/data" of=/dev/nbd5 bs=$MiB oflag=direct conv=fsync
+  dd if=/dev/nbd5 of="$tmp/back64" bs=$MiB count=1 iflag=direct
+  [ "$(md5 "$tmp/data")" = "$(md5 "$tmp/back64")" ]
+}
+
+# Another server implementation: nbd-server (named export, Unix socket).
+t_nbd_server() {
+  truncate -s $((16 * MiB)) "$tmp/disk.img"
+  cat > "$tmp/nbd-server.conf" <<EOC
+[generic]
+  allowlist = true
+  unixsock = $tmp/nsock
+[disk]
+  exportname = $tmp/disk.img
+EOC
+  nbd-server -C "$tmp/nbd-server.conf" -p "$tmp/nbd-server.pid"
+  wait_for test -s "$tmp/nbd-server.pid"
+  cleanup_fn kill_pid "$(cat "$tmp/nbd-server.pid")"
+  wait_for test -S "$tmp/nsock"
+  "$NBDFS" --kernel "$tmp/nsock:disk" /dev/nbd3
+  cleanup_fn detach /dev/nbd3
+  grep -qx "nbd+unix:///disk?socket=$tmp/nsock" /sys/block/nbd3/backend
+  [ "$(blockdev --getsize64 /dev/nbd3)" = $((16 * MiB)) ]
+  random_file "$tmp/data" 2
+  dd if="$tmp/data" of=/dev/nbd3 bs=$MiB seek=1 oflag=direct conv=fsync
+  "$NBDFS" --disconnect nbd3
+  [ "$(dd if="$tmp/disk.img" bs=$MiB skip=1 count=2 2>/dev/null | md5sum | cut -d' ' -f1)" = "$(md5 "$tmp/data")" ]
 }
 
 # Without --persist, a server that goes away makes I/O fail (not hang).
@@ -184,8 +226,10 @@ t_server_gone() {
   fi
 }
 
-# --persist: kill the server (SIGKILL) while a writer runs, restart it;
-# the writer must not see an error and every byte must arrive.
+# --persist -f: kill the server (SIGKILL) while a writer runs; first a
+# server with a different export comes up on the same socket (it must be
+# refused: size changed), then the right one. The writer must not see an
+# error, and every byte must arrive.
 t_persist() {
   random_file "$tmp/data" 24
   truncate -s $((32 * MiB)) "$tmp/disk.img"
@@ -193,14 +237,16 @@ t_persist() {
   wait_for test -s "$tmp/k1.pid"
   k1=$(cat "$tmp/k1.pid")
   cleanup_fn kill_pid "$k1"
-  "$NBDFS" --kernel --persist --timeout 2 -C 2 --pidfile "$tmp/nbdfs.pid" \
-    "$tmp/sock" /dev/nbd0
+  "$NBDFS" --kernel --persist -f --timeout 5 -C 2 --pidfile "$tmp/nbdfs.pid" \
+    "$tmp/sock" /dev/nbd0 > "$tmp/persist.out" 2> "$tmp/persist.log" &
+  sup=$!
+  cleanup_fn kill_pid "$sup"
   cleanup_fn detach /dev/nbd0
   wait_for test -s "$tmp/nbdfs.pid"
-  daemon=$(cat "$tmp/nbdfs.pid")
-  kill -0 "$daemon"
+  [ "$(cat "$tmp/nbdfs.pid")" = "$sup" ]
+  [ "$(cat "$tmp/persist.out")" = /dev/nbd0 ]
   "$NBDFS" --status nbd0 | tee "$tmp/status"
-  grep -q "persist (pid $daemon)" "$tmp/status"
+  grep -q "2 connections, netlink, persist (pid $sup)" "$tmp/status"
 
   # The writer: 1 MiB direct writes, one after another.
   ( for i in $(seq 0 23); do
@@ -212,22 +258,51 @@ t_persist() {
   WAIT_SECS=120 wait_for test -s "$tmp/progress"
   wait_for sh -c "[ \$(cat $tmp/progress) -ge 3 ]"
   kill -9 "$k1"
-  sleep 2
+  rm -f "$tmp/sock"
+  nbdkit -U "$tmp/sock" -P "$tmp/wrong.pid" memory 16M
+  wait_for test -s "$tmp/wrong.pid"
+  wrong=$(cat "$tmp/wrong.pid")
+  cleanup_fn kill_pid "$wrong"
+  WAIT_SECS=30 wait_for grep -q "size changed" "$tmp/persist.log"
+  kill -9 "$wrong"
   rm -f "$tmp/sock"
   nbdkit -U "$tmp/sock" -P "$tmp/k2.pid" file "$tmp/disk.img"
   wait_for test -s "$tmp/k2.pid"
   cleanup_fn kill_pid "$(cat "$tmp/k2.pid")"
   wait "$writer" || fail "the writer saw an error across the restart"
   [ "$(cat "$tmp/progress")" = 23 ]
-  kill -0 "$daemon"
+  kill -0 "$sup"
+  cat "$tmp/persist.log"
+  grep -q "reconnected" "$tmp/persist.log"
   dmesg | grep -i nbd | tail -20
 
   dd if=/dev/nbd0 of="$tmp/back" bs=$MiB count=24 iflag=direct
   [ "$(md5 "$tmp/data")" = "$(md5 "$tmp/back")" ]
+  # SIGTERM stops the supervisor and leaves the device attached.
+  kill "$sup"
+  wait "$sup" || fail "the supervisor exited with an error on SIGTERM"
+  test -e /sys/block/nbd0/pid
+  "$NBDFS" --status nbd0 | grep -q "supervisor not running"
   "$NBDFS" --disconnect /dev/nbd0
   test ! -e /sys/block/nbd0/pid
-  WAIT_SECS=10 wait_for sh -c "! kill -0 $daemon"
   [ "$(md5 "$tmp/disk.img" $((24 * MiB)))" = "$(md5 "$tmp/data")" ]
+}
+
+# --persist without -f: a daemon, which --disconnect stops.
+t_persist_daemon() {
+  start_nbdkit "$tmp/sock" memory 8M
+  "$NBDFS" --kernel --persist --pidfile "$tmp/nbdfs.pid" "$tmp/sock" nbd1 \
+    > "$tmp/out"
+  cleanup_fn detach /dev/nbd1
+  [ "$(cat "$tmp/out")" = /dev/nbd1 ]
+  daemon=$(cat "$tmp/nbdfs.pid")
+  kill -0 "$daemon"
+  "$NBDFS" --status --json | tee "$tmp/json"
+  grep -q "\"daemon_pid\": $daemon" "$tmp/json"
+  grep -q '"persist": true' "$tmp/json"
+  "$NBDFS" --disconnect /dev/nbd1
+  WAIT_SECS=10 wait_for sh -c "! kill -0 $daemon"
+  test ! -e /sys/block/nbd1/pid
 }
 
 vm_run netlink t_netlink 120
@@ -236,6 +311,8 @@ vm_run kernel-picks t_kernel_picks 60
 vm_run multi-conn t_multi_conn 120
 vm_run read-only t_read_only 60
 vm_run block-size t_block_size 60
+vm_run nbd-server t_nbd_server 60
 vm_run server-gone t_server_gone 90
 vm_run persist t_persist 180
+vm_run persist-daemon t_persist_daemon 60
 vm_finish

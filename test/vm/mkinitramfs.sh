@@ -100,7 +100,7 @@ copy_with_libs "$(command -v nbdkit)"
 for p in memory file data sh null pattern sparse-random; do
   copy_with_libs "$nbdkit_libdir/plugins/nbdkit-$p-plugin.so"
 done
-for f in blocksize-policy multi-conn delay error nozero log exitlast; do
+for f in blocksize-policy multi-conn delay error nozero log exitlast exportname; do
   copy_with_libs "$nbdkit_libdir/filters/nbdkit-$f-filter.so"
 done
 copy_with_libs "$(command -v nbd-server)"
