@@ -407,6 +407,7 @@ test_oldstyle_tls_required (void)
   put_be64 (b, 1 << 20);
   put_be32 (b, NBD_FLAG_HAS_FLAGS);
   g_byte_array_set_size (b, b->len + 124);
+  memset (b->data + b->len - 124, 0, 124);
   send_bytes (p, b->data, b->len);
   Result r;
   run (p, &r, "", NBDC_TLS_REQUIRE, TRUE);
