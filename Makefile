@@ -5,6 +5,8 @@
 #                        ends with "N passed, N failed[, N skipped]"
 #   make check-asan      the same suite on an AddressSanitizer/UBSan build
 #   make check-unit      unit tests only (fast)
+#   make fuzz            libFuzzer targets (clang, ASan+UBSan) in build-fuzz/
+#   make fuzz-smoke      each fuzz target ~20 s plus the committed corpus
 #   make demo            the README's first command: a local nbdkit, mounted
 #   make clean
 #
@@ -25,7 +27,12 @@ CFLAGS   ?= -O2 -g
 ifeq ($(WERROR),1)
 WARN     += -Werror
 endif
-ifneq ($(SANITIZE),)
+ifeq ($(SANITIZE),fuzz)
+CFLAGS   := -O1 -g -fno-omit-frame-pointer \
+            -fsanitize=fuzzer-no-link,address,undefined \
+            -fno-sanitize-recover=undefined
+LDFLAGS  += -fsanitize=fuzzer,address,undefined
+else ifneq ($(SANITIZE),)
 CFLAGS   := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
             -fno-sanitize-recover=undefined
 LDFLAGS  += -fsanitize=address,undefined
@@ -39,17 +46,20 @@ FUSE_SRC   := $(sort $(wildcard fuse/*.c))
 KERNEL_SRC := $(sort $(wildcard kernelattach/*.c))
 UNIT_SRC   := $(sort $(wildcard test/unit/test-*.c))
 TOOL_SRC   := $(sort $(wildcard test/tools/*.c))
+FUZZ_SRC   := $(sort $(wildcard test/fuzz/fuzz-*.c))
 
 CLIENT_OBJ := $(CLIENT_SRC:%.c=$(BUILD)/%.o)
 FUSE_OBJ   := $(FUSE_SRC:%.c=$(BUILD)/%.o)
 KERNEL_OBJ := $(KERNEL_SRC:%.c=$(BUILD)/%.o)
 UNIT_BIN   := $(UNIT_SRC:%.c=$(BUILD)/%)
 TOOL_BIN   := $(TOOL_SRC:%.c=$(BUILD)/%)
+FUZZ_BIN   := $(FUZZ_SRC:%.c=$(BUILD)/%)
 
 LIBCLIENT  := $(BUILD)/libnbdclient.a
 LIBKERNEL  := $(BUILD)/libkernelattach.a
 
-.PHONY: all check check-unit check-asan check-valgrind demo bench clean
+.PHONY: all check check-unit check-asan check-valgrind demo bench clean \
+        fuzz fuzz-bins fuzz-smoke
 all: nbdfs $(UNIT_BIN) $(TOOL_BIN)
 
 # Per-directory log domains (style.md: G_LOG_DOMAIN per directory).
@@ -89,6 +99,8 @@ $(BUILD)/test/unit/%: $(BUILD)/test/unit/%.o $(LIBKERNEL) $(LIBCLIENT)
 	$(CC) $(LDFLAGS) -o $@ $< $(LIBKERNEL) $(LIBCLIENT) $(LIBS)
 $(BUILD)/test/tools/%: $(BUILD)/test/tools/%.o $(LIBCLIENT)
 	$(CC) $(LDFLAGS) -o $@ $< $(LIBCLIENT) $(LIBS)
+$(BUILD)/test/fuzz/%: $(BUILD)/test/fuzz/%.o $(LIBCLIENT)
+	$(CC) $(LDFLAGS) -o $@ $< $(LIBCLIENT) $(LIBS)
 
 TEST_ENV = NBDFS=$(abspath $(BUILD)/nbdfs) BUILD=$(abspath $(BUILD)) \
            TOOLS=$(abspath $(BUILD)/test/tools) SRCDIR=$(abspath .)
@@ -110,6 +122,14 @@ check-asan:
 check-valgrind: all
 	$(TEST_ENV) NBDFS_VALGRIND=1 bash test/run-tests.sh --unit-only
 
+# libFuzzer targets (test/fuzz/README): clang only, own build directory.
+fuzz:
+	$(MAKE) BUILD=build-fuzz CC=clang SANITIZE=fuzz fuzz-bins
+fuzz-bins: $(FUZZ_BIN)
+
+fuzz-smoke: fuzz
+	bash test/fuzz/run.sh 20
+
 demo: all
 	bash scripts/demo.sh
 
@@ -117,6 +137,6 @@ bench: all
 	bash scripts/bench.sh
 
 clean:
-	rm -rf build build-asan nbdfs
+	rm -rf build build-asan build-fuzz nbdfs
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -18,6 +18,8 @@ pkgs=(
   fio gnuplot-nox
   # analysis (make check-asan links clang/gcc sanitizers from gcc itself)
   valgrind
+  # make fuzz / test-fuzz-smoke.sh: libFuzzer needs clang and its runtime
+  clang libclang-rt-14-dev
 )
 
 missing=()
