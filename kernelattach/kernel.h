@@ -10,6 +10,7 @@
  *   ioctl.c    the NBD_SET_* / NBD_DO_IT fallback
  *   sockets.c  negotiate the connections the kernel gets
  *   persist.c  --persist: reconnect dead connections
+ *   relay.c    TLS: the kernel gets a socketpair, one thread relays
  *   run.c      nbdfs --kernel
  *   status.c   nbdfs --status, nbdfs --disconnect
  */
@@ -130,9 +131,8 @@ gboolean nbdk_ioctl_disconnect (int index, GError **error);
 
 /* Negotiates one connection for the kernel: simple replies only, no meta
  * contexts. Returns the connected, negotiated socket fd or -1 + error.
- * exp gets what the server said. Refuses TLS transports for now (the
- * kernel has no TLS: a relay would sit here, between the TLS session and
- * a socketpair whose other end the kernel gets). */
+ * exp gets what the server said. Over TLS the fd is one end of a
+ * socketpair relayed to the TLS session (relay.c). */
 int nbdk_open_socket (const NbdcOptions *opts, NbdExport *exp,
                       GError **error);
 /* Checks that a later connection (or a reconnection) reached the same
@@ -147,6 +147,23 @@ gboolean nbdk_block_size (const NbdExport *exp, uint64_t *bs, GError **error);
  * backend identifier (shown in /sys/block/nbdN/backend; a reconfigure
  * with another one is refused by the kernel). Caller frees. */
 char *nbdk_backend_id (const NbdcOptions *opts);
+
+/* ---- relay.c ---- */
+
+/* Takes a TLS transport in transmission phase and returns the fd to give
+ * the kernel (one end of a socketpair; the relay keeps the other), or -1 +
+ * error (t freed). Connections added before nbdk_relay_start wait for it;
+ * after, the running relay picks them up at once. */
+int nbdk_relay_add (NbdTransport *t, GError **error);
+/* TRUE while any connection is relayed (so this process must stay). */
+gboolean nbdk_relay_active (void);
+/* Starts the relay thread, in the process that will stay alive (after any
+ * fork: threads do not survive one). No-op without connections. */
+void nbdk_relay_start (void);
+/* Blocks until every relayed connection has ended. */
+void nbdk_relay_wait_idle (void);
+/* Stops the thread and closes every connection. */
+void nbdk_relay_stop (void);
 
 /* ---- persist.c ---- */
 

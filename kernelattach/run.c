@@ -13,9 +13,11 @@
  *    process that must live as long as the device; the parent returns once
  *    the device is up.
  *
- * With a TLS relay (not yet, see sockets.c), the relay process would have
- * to stay alive too: the socket the kernel gets would be one end of a
- * socketpair, not the server connection.
+ * Over TLS the kernel gets one end of a socketpair per connection and a
+ * relay thread (relay.c) moves the bytes to and from the TLS sessions, so
+ * the process that runs it stays: the --persist daemon, the ioctl child,
+ * or (netlink without --persist) a daemon that relays until the device's
+ * connections end.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -181,7 +183,10 @@ run_netlink (NbdfsCli *cli, NbdkNetlink *nl, NbdkAttach *a, int *fds,
   st.connections = a->n_fds;
   st.persist = cli->persist;
 
-  if (!cli->persist) {
+  /* Over TLS this process is the relay (relay.c): it stays, --persist or
+   * not, for as long as the device has connections. */
+  gboolean relaying = nbdk_relay_active ();
+  if (!cli->persist && !relaying) {
     nbdk_state_write (index, &st);
     return 0;
   }
@@ -204,11 +209,33 @@ run_netlink (NbdfsCli *cli, NbdkNetlink *nl, NbdkAttach *a, int *fds,
       return -1;
   }
 
+  if (!cli->persist) {
+    /* TLS without --persist: relay until every connection has ended (the
+     * device was disconnected, or the server went away). */
+    nbdk_relay_start ();
+    nbdk_relay_wait_idle ();
+    nbdk_relay_stop ();
+    g_debug ("/dev/nbd%d: no connection left to relay; exiting", index);
+    if (!cli->foreground)
+      _exit (0);
+    return 0;
+  }
+
   NbdkPersist p = { .index = index, .backend = (char *) a->backend,
                     .to_syslog = !cli->foreground };
   nbdc_options_copy (&p.opts, opts);
   nbdc_export_copy (&p.exp, exp);
+  nbdk_relay_start ();    /* TLS: the relay thread, in the daemon */
   int r = nbdk_persist_run (nl, &p);
+  if (relaying) {
+    /* Stopped supervising (SIGTERM from nbdfs --disconnect, say): the
+     * device still needs the relay until its connections end. A second
+     * SIGTERM ends it at once. */
+    signal (SIGTERM, SIG_DFL);
+    signal (SIGINT, SIG_DFL);
+    nbdk_relay_wait_idle ();
+  }
+  nbdk_relay_stop ();
   nbdc_options_clear (&p.opts);
   nbdc_export_clear (&p.exp);
   if (!cli->foreground)
@@ -249,7 +276,10 @@ run_ioctl (NbdfsCli *cli, NbdkAttach *a, int *fds, GError **error)
     close_fds (fds, a->n_fds);
     if (!cli->foreground)
       detach_stdio ();
-    _exit (nbdk_ioctl_do_it (devfd) == 0 ? 0 : 1);
+    nbdk_relay_start ();    /* TLS: this process relays too */
+    int r = nbdk_ioctl_do_it (devfd);
+    nbdk_relay_stop ();
+    _exit (r == 0 ? 0 : 1);
   }
   close (devfd);
   close_fds (fds, a->n_fds);   /* the kernel holds references */

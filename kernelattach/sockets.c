@@ -47,16 +47,13 @@ nbdk_open_socket (const NbdcOptions *opts, NbdExport *exp, GError **error)
   if (t == NULL)
     return -1;
   if (nbdc_transport_is_tls (t)) {
-    /* TODO(TLS relay): the kernel cannot speak TLS. The relay goes here:
-     * socketpair(), give one end to the kernel, and pump bytes between the
-     * other end and the TLS session in a process that stays alive as long
-     * as the device (so run.c must then stay running, --persist or not). */
-    nbdc_transport_free (t);
-    nbdc_export_clear (exp);
-    g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_UNSUPPORTED,
-                 "kernel mode over TLS is not supported yet (the kernel nbd "
-                 "driver has no TLS); use FUSE mode for TLS exports");
-    return -1;
+    /* The kernel cannot speak TLS: it gets one end of a socketpair and
+     * the relay (relay.c) moves the bytes; run.c then keeps this process
+     * alive as long as the device. */
+    fd = nbdk_relay_add (t, error);
+    if (fd < 0)
+      nbdc_export_clear (exp);
+    return fd;
   }
   fd = nbdc_transport_steal_fd (t);
   if (fd < 0) {

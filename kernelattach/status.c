@@ -319,10 +319,16 @@ nbdfs_kernel_disconnect (const char *device, GError **error)
     return FALSE;
   }
   have_state = nbdk_state_read (index, &st);
-  /* A --persist supervisor must not put a connection back. */
+  /* Over TLS the daemon is also the relay (relay.c): it must live until
+   * the flush and the disconnect have gone through it, then it exits. */
+  gboolean relayed = have_state && st.backend
+    && g_str_has_prefix (st.backend, "nbds");
+  /* A --persist supervisor must not put a connection back (a relaying
+   * one stops reconnecting on SIGTERM but keeps relaying). */
   if (have_state && st.persist && st.daemon_pid > 0) {
     kill (st.daemon_pid, SIGTERM);
-    wait_gone (st.daemon_pid, 50);
+    if (!relayed)
+      wait_gone (st.daemon_pid, 50);
   }
   sync_device (index);
 
@@ -337,7 +343,7 @@ nbdfs_kernel_disconnect (const char *device, GError **error)
     ok = nbdk_ioctl_disconnect (index, error);
   }
   /* An ioctl-mode device is gone once its NBD_DO_IT process is. */
-  if (ok && have_state && st.ioctl && st.daemon_pid > 0)
+  if (ok && have_state && (st.ioctl || relayed) && st.daemon_pid > 0)
     wait_gone (st.daemon_pid, 100);
   if (ok)
     nbdk_state_remove (index);

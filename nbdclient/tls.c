@@ -65,6 +65,7 @@ typedef struct {
   gboolean have_client_cert;
   gboolean established;           /* handshake done: pull from rx */
   gboolean nonblocking;           /* push with MSG_DONTWAIT */
+  gboolean single_thread;         /* event-loop mode (relay): see tls.h */
   GMutex lock;                    /* every gnutls call after the handshake */
   int reader_waiting;             /* atomic: the reader wants the lock */
   int wake_fd;                    /* eventfd: lock released, or shutdown */
@@ -211,6 +212,39 @@ tls_pull_timeout (gnutls_transport_ptr_t ptr, unsigned ms)
   return r;
 }
 
+static void rx_fill (TlsPriv *p);
+
+/* Event-loop mode: one thread does everything, so while a send waits for
+ * room it must also drain what the server sends (into rx), or a server
+ * blocked on writing to us would never read what we send. */
+static ssize_t
+push_draining (TlsPriv *p, struct msghdr *msg)
+{
+  for (;;) {
+    ssize_t r = sendmsg (p->fd, msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (r >= 0)
+      return r;
+    if (errno == EINTR)
+      continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      p->push_errno = errno;
+      gnutls_transport_set_errno (p->session, errno);
+      return -1;
+    }
+    struct pollfd pfd = {
+      .fd = p->fd,
+      .events = POLLOUT | (p->rx_eof || p->rx_errno ? 0 : POLLIN),
+    };
+    if (poll (&pfd, 1, -1) < 0 && errno != EINTR) {
+      p->push_errno = errno;
+      gnutls_transport_set_errno (p->session, errno);
+      return -1;
+    }
+    if (pfd.revents & POLLIN)
+      rx_fill (p);
+  }
+}
+
 /* Blocking after the handshake (the lock holder may block here: the reader
  * keeps draining the socket without the lock, so the server can always
  * make progress); MSG_NOSIGNAL always. */
@@ -222,6 +256,8 @@ tls_vec_push (gnutls_transport_ptr_t ptr, const giovec_t *iov, int iovcnt)
                         .msg_iovlen = iovcnt };
   ssize_t r;
 
+  if (p->single_thread && p->established && !p->nonblocking)
+    return push_draining (p, &msg);
   do
     r = sendmsg (p->fd, &msg,
                  MSG_NOSIGNAL | (p->nonblocking ? MSG_DONTWAIT : 0));
@@ -314,6 +350,8 @@ tls_recv (NbdTransport *t, void *buf, size_t len)
     return n;
   }
   for (;;) {
+    if (p->single_thread)
+      rx_fill (p);
     g_atomic_int_set (&p->reader_waiting, 1);
     __atomic_thread_fence (__ATOMIC_SEQ_CST);
     gboolean locked = g_mutex_trylock (&p->lock);
@@ -335,6 +373,10 @@ tls_recv (NbdTransport *t, void *buf, size_t len)
          * it only really ran dry if our pull found rx empty. */
         if (p->rx_end > p->rx_start)
           continue;
+        if (p->single_thread) {
+          errno = EAGAIN;
+          return -1;
+        }
         break;        /* need more ciphertext: wait below */
       case GNUTLS_E_REHANDSHAKE:
         /* Renegotiation cannot share the session with a sending
@@ -500,6 +542,16 @@ static void
 tls_free_priv (NbdTransport *t)
 {
   g_clear_pointer ((TlsPriv **) &t->priv, tls_priv_free);
+}
+
+static const NbdTransportOps tls_ops;
+
+void
+nbdc_tls_set_single_thread (NbdTransport *t)
+{
+  g_return_if_fail (t != NULL && t->ops == &tls_ops);
+  TlsPriv *p = t->priv;
+  p->single_thread = TRUE;
 }
 
 static const NbdTransportOps tls_ops = {

@@ -45,4 +45,12 @@ NbdTransport *nbdc_tls_start (int fd, const NbdcTlsConfig *cfg,
                               const char *hostname, gint64 deadline,
                               GError **error);
 
+/* Event-loop mode (kernelattach/relay.c): from now on one thread alone
+ * uses t. recv never blocks: -1 with EAGAIN when no whole record is
+ * buffered (then wait for POLLIN on t->fd, but call recv first whenever
+ * ops->pending says TRUE: a send may have drained the socket). send still
+ * blocks until written, but drains incoming ciphertext meanwhile, so two
+ * peers writing at each other cannot deadlock. */
+void nbdc_tls_set_single_thread (NbdTransport *t);
+
 #endif
