@@ -8,14 +8,16 @@
  * update does the same, and the reader ends up with the old read key
  * ("Decryption has failed"; test/unit/test-tls.c two-threads-key-update
  * catches it). So every gnutls call after the handshake holds one session
- * lock. The receiving thread alone reads the socket, into a ciphertext
- * buffer, and never *waits* for the lock while a sender holds it: it keeps
- * draining the socket and is woken through an eventfd when the sender
- * unlocks. Sends block inside the push function until their records are
- * out, so gnutls never resumes a half-sent record after a KeyUpdate (its
- * EAGAIN-resume path would resend it instead of the KeyUpdate message).
- * TLS 1.2 renegotiation is refused (a HelloRequest is ignored, RFC 5246
- * 7.4.1.1); GNUTLS_AUTO_REAUTH and post-handshake auth are never enabled.
+ * lock, a fair one (a sender looping on writes must not starve the
+ * receiver). gnutls never reads the socket itself after the handshake: it
+ * pulls from our ciphertext buffer, which the receiver fills, and so does
+ * a sender whose write waits for room in the socket. That is what keeps
+ * two peers writing at each other from deadlocking: while we wait to send,
+ * the server's replies keep flowing. Sends never return half-done, so
+ * gnutls's resume-after-EAGAIN path never meets a KeyUpdate processed in
+ * between. TLS 1.2 renegotiation is refused (a HelloRequest is ignored,
+ * RFC 5246 7.4.1.1); GNUTLS_AUTO_REAUTH and post-handshake authentication
+ * are never enabled.
  *
  * I/O goes through our own push/pull functions: MSG_NOSIGNAL (a dead
  * server must not kill us with SIGPIPE) and, during the handshake,
@@ -48,10 +50,8 @@
 /* sendv hands gnutls at most this much per call while corked, so header and
  * payload share records without copying a whole 32 MiB write at once. */
 #define SENDV_CHUNK (256 * 1024)
-/* The reader drains the socket RX_CHUNK at a time and stops draining (and
- * waits for the session lock) once RX_MAX bytes are waiting. */
+/* Ciphertext is drained from the socket RX_CHUNK at a time. */
 #define RX_CHUNK (256 * 1024)
-#define RX_MAX (64 * 1024 * 1024)
 
 typedef enum { AUTH_X509, AUTH_PSK, AUTH_ANON } AuthKind;
 
@@ -66,13 +66,18 @@ typedef struct {
   gboolean established;           /* handshake done: pull from rx */
   gboolean nonblocking;           /* push with MSG_DONTWAIT */
   gboolean single_thread;         /* event-loop mode (relay): see tls.h */
-  GMutex lock;                    /* every gnutls call after the handshake */
-  int reader_waiting;             /* atomic: the reader wants the lock */
-  int wake_fd;                    /* eventfd: lock released, or shutdown */
+  /* Every gnutls call after the handshake holds the session lock, a fair
+   * ticket lock (lock/turn/next_ticket/now_serving). */
+  GMutex lock;
+  GCond turn;
+  guint64 next_ticket, now_serving;
+  int reader_waiting;             /* atomic: the receiver waits in poll */
+  int wake_fd;                    /* eventfd: rx changed, or shutdown */
   int shut;                       /* atomic: set once by shutdown */
   int push_errno;                 /* last send error from the socket */
-  /* Ciphertext the reader drained from the socket (reader thread only;
-   * gnutls pulls from here under the lock, which the reader holds). */
+  /* Ciphertext drained from the socket, waiting for gnutls (rx_lock):
+   * filled by the receiver and by a sender waiting for room. */
+  GMutex rx_lock;
   char *rx;
   size_t rx_start, rx_end, rx_size;
   gboolean rx_eof;
@@ -159,11 +164,124 @@ config_kind (const NbdcTlsConfig *cfg)
   return AUTH_X509;
 }
 
+/* ---- the session lock: fair (first come, first served) ---- */
+
+/* A ticket lock: a sender looping on sendv must not starve the receiver
+ * (glib's mutex lets the unlocking thread take it straight back). */
+static void
+session_lock (TlsPriv *p)
+{
+  g_mutex_lock (&p->lock);
+  guint64 mine = p->next_ticket++;
+  while (p->now_serving != mine)
+    g_cond_wait (&p->turn, &p->lock);
+  g_mutex_unlock (&p->lock);
+}
+
+static gboolean
+session_trylock (TlsPriv *p)
+{
+  gboolean got = FALSE;
+  g_mutex_lock (&p->lock);
+  if (p->now_serving == p->next_ticket) {
+    p->next_ticket++;
+    got = TRUE;
+  }
+  g_mutex_unlock (&p->lock);
+  return got;
+}
+
+static void
+session_unlock (TlsPriv *p)
+{
+  g_mutex_lock (&p->lock);
+  p->now_serving++;
+  g_cond_broadcast (&p->turn);
+  g_mutex_unlock (&p->lock);
+}
+
+/* ---- ciphertext drained from the socket ---- */
+
+/* Tells a receiver waiting in poll that rx changed (or shutdown). */
+static void
+wake_reader (TlsPriv *p)
+{
+  guint64 one = 1;
+  (void) !write (p->wake_fd, &one, sizeof one);
+}
+
+/* Reads whatever the socket has (without blocking) into rx. Called by the
+ * receiver, and by a sender whose push is waiting for room. */
+static void
+rx_fill (TlsPriv *p)
+{
+  gboolean added = FALSE;
+
+  g_mutex_lock (&p->rx_lock);
+  if (!p->rx_eof && !p->rx_errno) {
+    if (p->rx_start == p->rx_end)
+      p->rx_start = p->rx_end = 0;
+    else if (p->rx_start > p->rx_size / 2) {
+      memmove (p->rx, p->rx + p->rx_start, p->rx_end - p->rx_start);
+      p->rx_end -= p->rx_start;
+      p->rx_start = 0;
+    }
+    if (p->rx_size - p->rx_end < RX_CHUNK) {
+      p->rx_size = MAX (p->rx_size * 2, p->rx_end + RX_CHUNK);
+      p->rx = g_realloc (p->rx, p->rx_size);
+    }
+    ssize_t r;
+    do
+      r = recv (p->fd, p->rx + p->rx_end, p->rx_size - p->rx_end,
+                MSG_DONTWAIT);
+    while (r < 0 && errno == EINTR);
+    if (r > 0)
+      p->rx_end += r;
+    else if (r == 0)
+      p->rx_eof = TRUE;
+    else if (errno != EAGAIN && errno != EWOULDBLOCK)
+      p->rx_errno = errno;
+    added = r >= 0 || p->rx_errno;
+  }
+  g_mutex_unlock (&p->rx_lock);
+  if (added && g_atomic_int_get (&p->reader_waiting))
+    wake_reader (p);
+}
+
+/* Bytes in rx, and whether the socket has nothing more to give. */
+static size_t
+rx_available (TlsPriv *p, gboolean *ended)
+{
+  g_mutex_lock (&p->rx_lock);
+  size_t n = p->rx_end - p->rx_start;
+  if (ended)
+    *ended = p->rx_eof || p->rx_errno;
+  g_mutex_unlock (&p->rx_lock);
+  return n;
+}
+
+/* TRUE if rx holds at least one whole TLS record (5-byte header: type,
+ * version, 16-bit length; RFC 8446 5.1), i.e. recv will not wait. */
+static gboolean
+rx_has_record (TlsPriv *p)
+{
+  gboolean r = FALSE;
+  g_mutex_lock (&p->rx_lock);
+  size_t have = p->rx_end - p->rx_start;
+  if (have >= 5) {
+    const guint8 *h = (const guint8 *) p->rx + p->rx_start;
+    r = have >= 5 + (((size_t) h[3] << 8) | h[4]);
+  }
+  r = r || p->rx_eof || p->rx_errno;
+  g_mutex_unlock (&p->rx_lock);
+  return r;
+}
+
 /* ---- transport functions for gnutls ---- */
 
 /* Handshake: straight from the socket, never blocking (the caller polls
- * with the deadline). Afterwards: from the ciphertext the reader thread
- * drained into rx (EAGAIN when it is empty: the reader then waits). */
+ * with the deadline). Afterwards: from rx (EAGAIN when it is empty: the
+ * receiver then waits for the socket). */
 static ssize_t
 tls_pull (gnutls_transport_ptr_t ptr, void *buf, size_t len)
 {
@@ -178,23 +296,23 @@ tls_pull (gnutls_transport_ptr_t ptr, void *buf, size_t len)
       gnutls_transport_set_errno (p->session, errno);
     return r;
   }
+  g_mutex_lock (&p->rx_lock);
   size_t have = p->rx_end - p->rx_start;
-  if (have == 0) {
-    if (p->rx_eof)
-      return 0;
-    if (p->rx_errno) {
-      gnutls_transport_set_errno (p->session, p->rx_errno);
-      errno = p->rx_errno;
-      return -1;
-    }
-    gnutls_transport_set_errno (p->session, EAGAIN);
-    errno = EAGAIN;
-    return -1;
+  if (have > 0) {
+    r = MIN (len, have);
+    memcpy (buf, p->rx + p->rx_start, r);
+    p->rx_start += r;
   }
-  size_t n = MIN (len, have);
-  memcpy (buf, p->rx + p->rx_start, n);
-  p->rx_start += n;
-  return n;
+  else if (p->rx_eof)
+    r = 0;
+  else {
+    int e = p->rx_errno ? p->rx_errno : EAGAIN;
+    gnutls_transport_set_errno (p->session, e);
+    errno = e;
+    r = -1;
+  }
+  g_mutex_unlock (&p->rx_lock);
+  return r;
 }
 
 static int
@@ -204,37 +322,42 @@ tls_pull_timeout (gnutls_transport_ptr_t ptr, unsigned ms)
   struct pollfd pfd = { .fd = p->fd, .events = POLLIN };
   int r;
 
-  if (p->established)
-    return p->rx_end > p->rx_start || p->rx_eof || p->rx_errno;
+  if (p->established) {
+    gboolean ended;
+    return rx_available (p, &ended) > 0 || ended;
+  }
   do
     r = poll (&pfd, 1, ms == GNUTLS_INDEFINITE_TIMEOUT ? -1 : (int) ms);
   while (r < 0 && errno == EINTR);
   return r;
 }
 
-static void rx_fill (TlsPriv *p);
-
-/* Event-loop mode: one thread does everything, so while a send waits for
- * room it must also drain what the server sends (into rx), or a server
- * blocked on writing to us would never read what we send. */
+/* During the handshake: never blocking. Afterwards the lock holder sends
+ * until the bytes are out, and while the socket is full it drains what
+ * the server sends into rx: a server blocked on writing its replies to us
+ * must always be able to go on and read our requests. */
 static ssize_t
-push_draining (TlsPriv *p, struct msghdr *msg)
+tls_vec_push (gnutls_transport_ptr_t ptr, const giovec_t *iov, int iovcnt)
 {
+  TlsPriv *p = ptr;
+  struct msghdr msg = { .msg_iov = (struct iovec *) iov,
+                        .msg_iovlen = iovcnt };
+
   for (;;) {
-    ssize_t r = sendmsg (p->fd, msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t r = sendmsg (p->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (r >= 0)
       return r;
     if (errno == EINTR)
       continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+    if ((errno != EAGAIN && errno != EWOULDBLOCK) || p->nonblocking) {
       p->push_errno = errno;
       gnutls_transport_set_errno (p->session, errno);
       return -1;
     }
-    struct pollfd pfd = {
-      .fd = p->fd,
-      .events = POLLOUT | (p->rx_eof || p->rx_errno ? 0 : POLLIN),
-    };
+    gboolean ended;
+    (void) rx_available (p, &ended);
+    struct pollfd pfd = { .fd = p->fd,
+                          .events = POLLOUT | (ended ? 0 : POLLIN) };
     if (poll (&pfd, 1, -1) < 0 && errno != EINTR) {
       p->push_errno = errno;
       gnutls_transport_set_errno (p->session, errno);
@@ -245,99 +368,12 @@ push_draining (TlsPriv *p, struct msghdr *msg)
   }
 }
 
-/* Blocking after the handshake (the lock holder may block here: the reader
- * keeps draining the socket without the lock, so the server can always
- * make progress); MSG_NOSIGNAL always. */
-static ssize_t
-tls_vec_push (gnutls_transport_ptr_t ptr, const giovec_t *iov, int iovcnt)
-{
-  TlsPriv *p = ptr;
-  struct msghdr msg = { .msg_iov = (struct iovec *) iov,
-                        .msg_iovlen = iovcnt };
-  ssize_t r;
-
-  if (p->single_thread && p->established && !p->nonblocking)
-    return push_draining (p, &msg);
-  do
-    r = sendmsg (p->fd, &msg,
-                 MSG_NOSIGNAL | (p->nonblocking ? MSG_DONTWAIT : 0));
-  while (r < 0 && errno == EINTR);
-  if (r < 0) {
-    p->push_errno = errno;
-    gnutls_transport_set_errno (p->session, errno);
-  }
-  return r;
-}
-
-/* ---- the reader's ciphertext buffer ---- */
-
-/* Reads whatever the socket has (without blocking) into rx. */
-static void
-rx_fill (TlsPriv *p)
-{
-  if (p->rx_eof || p->rx_errno)
-    return;
-  if (p->rx_start == p->rx_end)
-    p->rx_start = p->rx_end = 0;
-  else if (p->rx_start > p->rx_size / 2) {
-    memmove (p->rx, p->rx + p->rx_start, p->rx_end - p->rx_start);
-    p->rx_end -= p->rx_start;
-    p->rx_start = 0;
-  }
-  if (p->rx_size - p->rx_end < RX_CHUNK) {
-    p->rx_size = MAX (p->rx_size * 2, p->rx_end + RX_CHUNK);
-    p->rx = g_realloc (p->rx, p->rx_size);
-  }
-  ssize_t r;
-  do
-    r = recv (p->fd, p->rx + p->rx_end, p->rx_size - p->rx_end, MSG_DONTWAIT);
-  while (r < 0 && errno == EINTR);
-  if (r > 0)
-    p->rx_end += r;
-  else if (r == 0)
-    p->rx_eof = TRUE;
-  else if (errno != EAGAIN && errno != EWOULDBLOCK)
-    p->rx_errno = errno;
-}
-
-/* TRUE if rx holds at least one whole TLS record (5-byte header: type,
- * version, 16-bit length; RFC 8446 5.1), i.e. recv will not wait. */
-static gboolean
-rx_has_record (TlsPriv *p)
-{
-  size_t have = p->rx_end - p->rx_start;
-  if (have < 5)
-    return FALSE;
-  const guint8 *h = (const guint8 *) p->rx + p->rx_start;
-  return have >= 5 + (((size_t) h[3] << 8) | h[4]);
-}
-
-/* Called by a lock holder after unlocking: if the reader is waiting for
- * the lock, wake it. */
-static void
-wake_reader (TlsPriv *p)
-{
-  __atomic_thread_fence (__ATOMIC_SEQ_CST);
-  if (g_atomic_int_get (&p->reader_waiting)) {
-    guint64 one = 1;
-    (void) !write (p->wake_fd, &one, sizeof one);
-  }
-}
-
-static void
-session_unlock (TlsPriv *p)
-{
-  g_mutex_unlock (&p->lock);
-  wake_reader (p);
-}
-
 /* ---- NbdTransport ops ---- */
 
-/* The one receiving thread. It owns rx and is the only reader of the
- * socket; it decrypts under the session lock, which it never waits for
- * while a sender holds it: it keeps draining the socket instead (else a
- * sender blocked on a full socket and a server blocked on its replies
- * would wait for each other) and is woken through wake_fd. */
+/* The receiving thread: it decrypts under the session lock, taking its
+ * turn after a send in progress (which keeps draining the socket), and
+ * waits for the socket or for a sender's wake-up without the lock.
+ * In event-loop mode it never waits: EAGAIN. */
 static ssize_t
 tls_recv (NbdTransport *t, void *buf, size_t len)
 {
@@ -350,70 +386,63 @@ tls_recv (NbdTransport *t, void *buf, size_t len)
     return n;
   }
   for (;;) {
-    if (p->single_thread)
-      rx_fill (p);
-    g_atomic_int_set (&p->reader_waiting, 1);
-    __atomic_thread_fence (__ATOMIC_SEQ_CST);
-    gboolean locked = g_mutex_trylock (&p->lock);
-    if (!locked && p->rx_end - p->rx_start > RX_MAX) {
-      g_mutex_lock (&p->lock);   /* enough buffered: now we wait */
-      locked = TRUE;
-    }
-    if (locked) {
-      g_atomic_int_set (&p->reader_waiting, 0);
-      ssize_t r = gnutls_record_recv (p->session, buf, len);
-      session_unlock (p);
-      if (r >= 0)
-        return r;
-      switch (r) {
-      case GNUTLS_E_AGAIN:
-      case GNUTLS_E_INTERRUPTED:
-        /* gnutls also says AGAIN after a post-handshake message
-         * (KeyUpdate, NewSessionTicket) with more records still in rx;
-         * it only really ran dry if our pull found rx empty. */
-        if (p->rx_end > p->rx_start)
-          continue;
-        if (p->single_thread) {
-          errno = EAGAIN;
-          return -1;
-        }
-        break;        /* need more ciphertext: wait below */
-      case GNUTLS_E_REHANDSHAKE:
-        /* Renegotiation cannot share the session with a sending
-         * thread; a client may ignore the request (RFC 5246 7.4.1.1). */
-        g_debug ("TLS: ignoring the server's renegotiation request");
+    rx_fill (p);
+    session_lock (p);
+    ssize_t r = gnutls_record_recv (p->session, buf, len);
+    session_unlock (p);
+    if (r >= 0)
+      return r;
+    switch (r) {
+    case GNUTLS_E_AGAIN:
+    case GNUTLS_E_INTERRUPTED:
+      break;
+    case GNUTLS_E_REHANDSHAKE:
+      /* Renegotiation cannot share the session with a sending thread; a
+       * client may ignore the request (RFC 5246 7.4.1.1). */
+      g_debug ("TLS: ignoring the server's renegotiation request");
+      continue;
+    case GNUTLS_E_PREMATURE_TERMINATION:
+      /* Closed without close_notify: NBD framing catches truncation. */
+      g_debug ("TLS: server closed the connection without close_notify");
+      return 0;
+    default:
+      if (!gnutls_error_is_fatal ((int) r)) {
+        g_debug ("TLS receive: %s (continuing)", gnutls_strerror ((int) r));
         continue;
-      case GNUTLS_E_PREMATURE_TERMINATION:
-        /* Closed without close_notify: NBD framing catches truncation. */
-        g_debug ("TLS: server closed the connection without close_notify");
-        return 0;
-      default:
-        if (!gnutls_error_is_fatal ((int) r)) {
-          g_debug ("TLS receive: %s (continuing)", gnutls_strerror ((int) r));
-          continue;
-        }
-        g_debug ("TLS receive failed: %s", gnutls_strerror ((int) r));
-        errno = g_atomic_int_get (&p->shut) ? ECONNRESET
-          : p->rx_errno ? p->rx_errno : EIO;
-        return -1;
       }
+      g_debug ("TLS receive failed: %s", gnutls_strerror ((int) r));
+      errno = g_atomic_int_get (&p->shut) ? ECONNRESET
+        : p->rx_errno ? p->rx_errno : EIO;
+      return -1;
     }
-    if (g_atomic_int_get (&p->shut) && (p->rx_eof || p->rx_errno)) {
+
+    /* AGAIN: gnutls also says that after a post-handshake message
+     * (KeyUpdate, NewSessionTicket) with more records in rx; it only ran
+     * dry if rx is empty. Announce that we wait before looking, so a
+     * sender that fills rx after our look wakes us. */
+    g_atomic_int_set (&p->reader_waiting, 1);
+    gboolean ended;
+    if (rx_available (p, &ended) > 0 || ended) {
+      g_atomic_int_set (&p->reader_waiting, 0);
+      continue;
+    }
+    if (p->single_thread) {
+      g_atomic_int_set (&p->reader_waiting, 0);
+      errno = EAGAIN;
+      return -1;
+    }
+    if (g_atomic_int_get (&p->shut)) {
+      g_atomic_int_set (&p->reader_waiting, 0);
       errno = ECONNRESET;
       return -1;
     }
-    /* Wait for ciphertext, or for the lock holder to finish. */
     struct pollfd pfd[2] = {
       { .fd = p->wake_fd, .events = POLLIN },
       { .fd = p->fd, .events = POLLIN },
     };
-    /* After EOF the socket is always readable: then only the wake-up
-     * (or the lock, next round) can change anything. */
-    nfds_t n = p->rx_eof || p->rx_errno ? 1 : 2;
-    if (locked && n == 1)
-      continue;     /* gnutls will report the EOF */
-    int r = poll (pfd, n, -1);
-    if (r < 0 && errno != EINTR) {
+    int n = poll (pfd, 2, -1);
+    g_atomic_int_set (&p->reader_waiting, 0);
+    if (n < 0 && errno != EINTR) {
       errno = EIO;
       return -1;
     }
@@ -421,8 +450,6 @@ tls_recv (NbdTransport *t, void *buf, size_t len)
       guint64 v;
       (void) !read (p->wake_fd, &v, sizeof v);
     }
-    if (n == 2 && pfd[1].revents)
-      rx_fill (p);
   }
 }
 
@@ -439,16 +466,17 @@ send_error (TlsPriv *p, ssize_t r)
   return -1;
 }
 
-/* Sends never return half-done (the push function blocks until the
+/* Sends never return half-done (the push function waits until the
  * record is out or the socket fails): gnutls's resume-after-EAGAIN path
- * must not meet a key update the reader processed in between. */
+ * must not meet a key update the receiver processed in between (it would
+ * resend the pending record in place of the KeyUpdate message). */
 static ssize_t
 tls_send (NbdTransport *t, const void *buf, size_t len)
 {
   TlsPriv *p = t->priv;
   ssize_t r;
 
-  g_mutex_lock (&p->lock);
+  session_lock (p);
   r = gnutls_record_send (p->session, buf, len);
   session_unlock (p);
   if (r < 0)
@@ -465,7 +493,7 @@ tls_sendv (NbdTransport *t, const struct iovec *iov, int iovcnt)
   size_t total = 0;
   ssize_t r = 0;
 
-  g_mutex_lock (&p->lock);
+  session_lock (p);
   gnutls_record_cork (p->session);
   for (int i = 0; i < iovcnt && total < SENDV_CHUNK; i++) {
     size_t n = MIN (iov[i].iov_len, SENDV_CHUNK - total);
@@ -486,20 +514,21 @@ tls_sendv (NbdTransport *t, const struct iovec *iov, int iovcnt)
   return total;
 }
 
-/* Only the receiving thread calls this (as transport.c's wait_ready
- * does), so reading its own state without the lock is fine. */
+/* TRUE if recv will not have to wait for the socket. Called by the
+ * receiving thread (transport.c's wait_ready), which alone decrypts, so
+ * gnutls's own buffer can be read without the session lock. */
 static gboolean
 tls_pending (NbdTransport *t)
 {
   TlsPriv *p = t->priv;
   return p->stash_off < p->stash_len
     || gnutls_record_check_pending (p->session) > 0
-    || rx_has_record (p) || p->rx_eof || p->rx_errno;
+    || rx_has_record (p);
 }
 
 /* Best effort close_notify (only if no send is in progress; gnutls lets
  * the sending side call gnutls_bye (GNUTLS_SHUT_WR)), then the socket
- * shutdown that wakes a reader in poll and a sender in sendmsg. */
+ * shutdown that wakes a receiver in poll and a sender in its push. */
 static void
 tls_shutdown (NbdTransport *t)
 {
@@ -507,15 +536,14 @@ tls_shutdown (NbdTransport *t)
 
   if (!g_atomic_int_compare_and_exchange (&p->shut, 0, 1))
     return;
-  if (g_mutex_trylock (&p->lock)) {
+  if (session_trylock (p)) {
     p->nonblocking = TRUE;
     (void) gnutls_bye (p->session, GNUTLS_SHUT_WR);
     session_unlock (p);
   }
   if (t->fd >= 0)
     shutdown (t->fd, SHUT_RDWR);
-  guint64 one = 1;
-  (void) !write (p->wake_fd, &one, sizeof one);
+  wake_reader (p);
 }
 
 static void
@@ -535,6 +563,8 @@ tls_priv_free (TlsPriv *p)
     close (p->wake_fd);
   g_free (p->rx);
   g_mutex_clear (&p->lock);
+  g_mutex_clear (&p->rx_lock);
+  g_cond_clear (&p->turn);
   g_free (p);
 }
 
@@ -975,6 +1005,8 @@ nbdc_tls_start (int fd, const NbdcTlsConfig *cfg, const char *hostname,
   int r;
 
   g_mutex_init (&p->lock);
+  g_mutex_init (&p->rx_lock);
+  g_cond_init (&p->turn);
   p->fd = fd;
   p->nonblocking = TRUE;
   p->wake_fd = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK);

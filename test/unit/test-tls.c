@@ -10,6 +10,7 @@
  * updates (gnutls's rules for sharing a session, see tls.c).
  */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -515,6 +516,59 @@ test_two_threads_key_update (void)
   g_assert_cmpuint (s.echoed, ==, st.total);
 }
 
+/* Event-loop mode (the kernel relay's): one thread sends 8 MiB to an echo
+ * server without reading in between. The server's replies fill the socket
+ * and it stops reading, so a plain blocking send would wait forever; ours
+ * drains the replies into its buffer while it waits. Then recv returns
+ * them without blocking, and EAGAIN once everything is read. */
+static void
+test_single_thread_no_deadlock (void)
+{
+  Server s = { .cert_dir = pki, .echo = TRUE };
+  NbdcTlsConfig cfg = { .certificates = pki };
+  g_autoptr (GError) error = NULL;
+  GThread *thread;
+  int fd;
+  NbdTransport *t = start (&s, &cfg, "localhost", &thread, &fd, &error);
+  g_assert_no_error (error);
+  nbdc_tls_set_single_thread (t);
+
+  char buf[4096];
+  errno = 0;
+  g_assert_cmpint (t->ops->recv (t, buf, sizeof buf), ==, -1);
+  g_assert_cmpint (errno, ==, EAGAIN);
+
+  const size_t total = 8 * 1024 * 1024;
+  g_autofree guint8 *data = g_malloc (total);
+  for (size_t i = 0; i < total; i++)
+    data[i] = pattern_byte (i);
+  size_t sent = 0;
+  while (sent < total) {
+    struct iovec iov = { data + sent, total - sent };
+    ssize_t w = t->ops->sendv (t, &iov, 1);
+    g_assert_cmpint (w, >, 0);
+    sent += w;
+  }
+  size_t got = 0;
+  while (got < total) {
+    ssize_t n = t->ops->recv (t, buf, sizeof buf);
+    if (n < 0) {
+      g_assert_cmpint (errno, ==, EAGAIN);
+      g_assert_false (t->ops->pending (t));
+      struct pollfd pfd = { .fd = t->fd, .events = POLLIN };
+      g_assert_cmpint (poll (&pfd, 1, 10000), ==, 1);
+      continue;
+    }
+    g_assert_cmpint (n, >, 0);
+    for (ssize_t i = 0; i < n; i++)
+      if (buf[i] != (char) pattern_byte (got + i))
+        g_error ("byte %zu differs", got + i);
+    got += n;
+  }
+  finish (&s, thread, t, fd);
+  g_assert_cmpuint (s.echoed, ==, total);
+}
+
 /* shutdown wakes a reader blocked in recv. */
 static gpointer
 blocked_reader (gpointer data)
@@ -609,6 +663,8 @@ main (int argc, char **argv)
   g_test_add_func ("/nbdclient/tls/not-tls", test_not_tls);
   g_test_add_func ("/nbdclient/tls/two-threads-key-update",
                    test_two_threads_key_update);
+  g_test_add_func ("/nbdclient/tls/single-thread-no-deadlock",
+                   test_single_thread_no_deadlock);
   g_test_add_func ("/nbdclient/tls/shutdown-wakes-reader",
                    test_shutdown_wakes_reader);
   int r = g_test_run ();
