@@ -50,20 +50,15 @@ nbdc_opt_starttls (NbdcHandshake *h, const NbdcOptions *opts, GError **error)
   }
   nbdc_reply_clear (&r);
 
-  /* Effective TLS settings: the command line wins, URI parameters fill in. */
+  /* Effective TLS settings: the command line wins, URI parameters fill in
+   * (main.c merged them already; other callers may not have). */
   const NbdAddress *a = &opts->addr;
-  NbdcTlsConfig cfg;
+  NbdcTlsConfig cfg = { 0 };
   nbdc_tls_config_copy (&cfg, &opts->tls_config);
-  if (cfg.certificates == NULL)
-    cfg.certificates = g_strdup (a->tls_certificates);
-  if (cfg.psk_file == NULL)
-    cfg.psk_file = g_strdup (a->tls_psk_file);
-  if (cfg.username == NULL)
-    cfg.username = g_strdup (a->tls_username);
-  if (cfg.hostname == NULL)
-    cfg.hostname = g_strdup (a->tls_hostname);
-  if (a->tls_verify_peer == 0)
-    cfg.no_verify = TRUE;
+  if (!nbdc_tls_config_merge_uri (&cfg, a, error)) {
+    nbdc_tls_config_clear (&cfg);
+    return FALSE;
+  }
 
   int fd = nbdc_transport_steal_fd (h->t);
   h->t = NULL;
