@@ -82,6 +82,8 @@ struct NbdConn {
   gboolean broken;            /* someone asked for teardown */
   char *broken_reason;
   gboolean stopping;          /* nbdc_conn_free in progress */
+  gboolean send_disc;         /* sender: send NBD_CMD_DISC, then shut down */
+  gboolean eshutdown;         /* the server replied NBD_ESHUTDOWN */
 
   GThread *reader;
   GThread *sender;
@@ -283,10 +285,37 @@ conn_lookup (NbdConn *c, uint64_t cookie)
   return req;
 }
 
+/* "If the client receives an NBD_ESHUTDOWN error it MUST initiate a soft
+ * disconnect": the sender sends NBD_CMD_DISC and shuts the transport
+ * down; the reader then finds EOF and tears down as for a lost server
+ * (requests salvaged for a reconnect, else EIO). */
+void
+nbdc_conn_soft_disconnect (NbdConn *c, const char *reason)
+{
+  g_mutex_lock (&c->lock);
+  if (!c->broken && !c->dead) {
+    c->broken = TRUE;
+    c->broken_reason = g_strdup (reason);
+    c->send_disc = TRUE;
+  }
+  g_cond_broadcast (&c->cond);
+  g_mutex_unlock (&c->lock);
+}
+
 /* The reply to req is complete: free its slot and call done. */
 static void
 conn_complete (NbdConn *c, NbdcReq *req, int err)
 {
+  if (err == ESHUTDOWN) {
+    /* Not this request's fault: it stays in flight and is retried (or
+     * failed) with the rest when the connection goes. */
+    g_mutex_lock (&c->lock);
+    c->eshutdown = TRUE;
+    g_mutex_unlock (&c->lock);
+    nbdc_conn_soft_disconnect (c, "the server is shutting down "
+                               "(NBD_ESHUTDOWN)");
+    return;
+  }
   if (c->debug)
     g_debug ("%s: cookie 0x%" G_GINT64_MODIFIER "x: %s offset %"
              G_GUINT64_FORMAT " count %" G_GUINT32_FORMAT " -> %s",
@@ -668,11 +697,11 @@ conn_die (NbdConn *c, Death *d)
   g_mutex_unlock (&c->lock);
 
   conn_shutdown_transport (c);
+  if (c->dead_fn && !stopping)
+    c->dead_fn (c->opaque, c);
   for (guint i = 0; i < done->len; i++)
     req_finish (c, done->pdata[i], EIO, salvage);
   g_ptr_array_free (done, TRUE);
-  if (c->dead_fn && !stopping)
-    c->dead_fn (c->opaque, c);
 }
 
 static gpointer
@@ -808,7 +837,14 @@ conn_sender (gpointer data)
       g_mutex_lock (&c->lock);
     }
   }
+  gboolean disc = c->send_disc && !c->dead;
   g_mutex_unlock (&c->lock);
+  if (disc) {
+    NbdcCmd cmd = { .type = NBD_CMD_DISC };
+    g_debug ("%s: server said ESHUTDOWN: sending disc", c->name);
+    conn_send_request (c, &cmd, 0);
+    conn_shutdown_transport (c);
+  }
   return NULL;
 }
 
@@ -871,6 +907,15 @@ nbdc_conn_is_alive (NbdConn *c)
   gboolean alive = !c->dead && !c->broken;
   g_mutex_unlock (&c->lock);
   return alive;
+}
+
+gboolean
+nbdc_conn_saw_eshutdown (NbdConn *c)
+{
+  g_mutex_lock (&c->lock);
+  gboolean r = c->eshutdown;
+  g_mutex_unlock (&c->lock);
+  return r;
 }
 
 unsigned

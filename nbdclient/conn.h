@@ -45,8 +45,10 @@ typedef struct {
  * violations never salvage: a hostile server must not make us loop. */
 typedef void (*NbdcSalvageFn) (void *opaque, NbdConn *conn,
                                const NbdcCmd *cmd);
-/* Called once when the connection is declared dead (any cause), after
- * every request has been completed or salvaged. */
+/* Called once when the connection is declared dead (any cause, except
+ * nbdc_conn_free), on the reader thread, just BEFORE its requests are
+ * completed or salvaged (so a pool can start reconnecting and park them).
+ * Must not free the connection. */
 typedef void (*NbdcDeadFn) (void *opaque, NbdConn *conn);
 
 typedef struct {
@@ -82,5 +84,14 @@ void nbdc_conn_free (NbdConn *conn);
 /* Kills the connection as if the server had broken it (tests, pool
  * shutdown after timeouts). reason goes into the warning. */
 void nbdc_conn_kill (NbdConn *conn, const char *reason);
+
+/* Soft disconnect (spec: after NBD_ESHUTDOWN the client "MUST initiate a
+ * soft disconnect"): the sender sends NBD_CMD_DISC and shuts the
+ * transport down; requests still on the connection are then salvaged or
+ * fail with EIO, as for a lost server. The connection does this itself on
+ * an NBD_ESHUTDOWN reply; a pool does it to its other connections. */
+void nbdc_conn_soft_disconnect (NbdConn *conn, const char *reason);
+/* TRUE once the server answered NBD_ESHUTDOWN on this connection. */
+gboolean nbdc_conn_saw_eshutdown (NbdConn *conn);
 
 #endif

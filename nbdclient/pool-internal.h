@@ -19,7 +19,8 @@ struct NbdPool {
   gboolean base_allocation;   /* negotiated on every connection */
   uint32_t max_payload;       /* multiple of min_block, <= 32 MiB */
   unsigned n;
-  NbdConn **conns;
+  NbdConn **conns;            /* read with g_atomic_pointer_get: a
+                                 reconnect swaps in a new one */
 
   GMutex lock;
   GCond cond;
@@ -27,6 +28,14 @@ struct NbdPool {
   unsigned rr;                /* round-robin tie breaker */
   unsigned outstanding;       /* pool-level requests not yet done */
   GHashTable *rmw_busy;       /* block index -> GQueue of waiting RMWs */
+
+  /* Reconnect (cfg.reconnect > 0). */
+  GCond recond;               /* wakes backoff sleeps when closing */
+  gboolean closing;
+  unsigned reconnecting;      /* reconnect threads at work */
+  GQueue parked;              /* NbdcCmd* salvaged while reconnecting */
+  GThread **rethreads;        /* per connection index */
+  GPtrArray *retired;         /* dead connections replaced (freed at close) */
 };
 
 /* Sends one command on the least-loaded live connection (cmd->done is

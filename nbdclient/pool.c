@@ -16,6 +16,8 @@
 #include "nbdclient/pool-internal.h"
 #include "nbdclient/protocol.h"
 
+#define CONN(pool, i) ((NbdConn *) g_atomic_pointer_get (&(pool)->conns[i]))
+
 /* ---- pool-level requests made of parts ---- */
 
 NbdcParent *
@@ -118,9 +120,10 @@ pool_pick (NbdPool *pool)
   g_mutex_unlock (&pool->lock);
   for (unsigned k = 0; k < pool->n; k++) {
     unsigned i = (start + k) % pool->n;
-    if (!nbdc_conn_is_alive (pool->conns[i]))
+    NbdConn *c = CONN (pool, i);
+    if (!nbdc_conn_is_alive (c))
       continue;
-    unsigned load = nbdc_conn_load (pool->conns[i]);
+    unsigned load = nbdc_conn_load (c);
     if (best < 0 || load < best_load) {
       best = i;
       best_load = load;
@@ -139,18 +142,22 @@ pool_send_on (NbdPool *pool, unsigned i, const NbdcCmd *cmd)
     NbdcCmd c = *cmd;
     c.done = write_tracked;
     c.opaque = w;
-    nbdc_conn_submit (pool->conns[i], &c);
+    nbdc_conn_submit (CONN (pool, i), &c);
     return;
   }
-  nbdc_conn_submit (pool->conns[i], cmd);
+  nbdc_conn_submit (CONN (pool, i), cmd);
 }
+
+/* Parks a command while a reconnect is under way; FALSE if none is. */
+static gboolean pool_park (NbdPool *pool, const NbdcCmd *cmd, gboolean fresh);
 
 void
 pool_send_cmd (NbdPool *pool, const NbdcCmd *cmd)
 {
   int i = pool_pick (pool);
   if (i < 0) {
-    cmd->done (cmd->opaque, EIO);
+    if (!pool_park (pool, cmd, TRUE))
+      cmd->done (cmd->opaque, EIO);
     return;
   }
   pool_send_on (pool, i, cmd);
@@ -198,7 +205,7 @@ nbdc_pool_flush (NbdPool *pool, NbdcDoneFn done, void *opaque)
     pool_parent_add (p);
     NbdcCmd cmd = { .type = NBD_CMD_FLUSH, .done = flush_part_done,
                     .opaque = f };
-    nbdc_conn_submit (pool->conns[i], &cmd);
+    nbdc_conn_submit (CONN (pool, i), &cmd);
   }
   pool_parent_release (p);
 }
@@ -280,7 +287,7 @@ nbdc_pool_connections (NbdPool *pool)
 {
   unsigned n = 0;
   for (unsigned i = 0; i < pool->n; i++)
-    if (nbdc_conn_is_alive (pool->conns[i]))
+    if (nbdc_conn_is_alive (CONN (pool, i)))
       n++;
   return n;
 }
@@ -288,8 +295,20 @@ nbdc_pool_connections (NbdPool *pool)
 static void
 pool_free (NbdPool *pool)
 {
+  g_mutex_lock (&pool->lock);
+  pool->closing = TRUE;
+  g_cond_broadcast (&pool->recond);
+  g_mutex_unlock (&pool->lock);
   for (unsigned i = 0; i < pool->n; i++)
-    nbdc_conn_free (pool->conns[i]);
+    if (pool->rethreads[i])
+      g_thread_join (pool->rethreads[i]);
+  for (unsigned i = 0; i < pool->n; i++)
+    nbdc_conn_free (CONN (pool, i));
+  for (guint i = 0; i < pool->retired->len; i++)
+    nbdc_conn_free (pool->retired->pdata[i]);
+  g_ptr_array_free (pool->retired, TRUE);
+  g_free (pool->rethreads);
+  g_cond_clear (&pool->recond);
   g_free (pool->conns);
   g_free (pool->dirty);
   g_hash_table_destroy (pool->rmw_busy);
@@ -299,6 +318,11 @@ pool_free (NbdPool *pool)
   g_cond_clear (&pool->cond);
   g_free (pool);
 }
+
+/* ---- reconnect ---- */
+
+static void pool_conn_dead (void *opaque, NbdConn *conn);
+static void pool_salvage (void *opaque, NbdConn *conn, const NbdcCmd *cmd);
 
 static NbdConn *
 pool_conn_new (NbdPool *pool, NbdTransport *t, const NbdExport *exp,
@@ -310,7 +334,190 @@ pool_conn_new (NbdPool *pool, NbdTransport *t, const NbdExport *exp,
     .request_timeout = pool->cfg.request_timeout,
     .name = name,
   };
+  if (pool->cfg.reconnect) {
+    cc.salvage = pool_salvage;
+    cc.dead = pool_conn_dead;
+    cc.opaque = pool;
+  }
   return nbdc_conn_new (t, exp, &cc);
+}
+
+/* A command handed back by a dead connection, or parked during a
+ * reconnect: onto any live connection, else EIO. Its done function is
+ * already the tracking one (pool_send_on), so it goes to the connection
+ * as it is. */
+static void
+pool_resubmit (NbdPool *pool, const NbdcCmd *cmd)
+{
+  int i = pool_pick (pool);
+  if (i < 0) {
+    if (!pool_park (pool, cmd, FALSE))
+      cmd->done (cmd->opaque, EIO);
+    return;
+  }
+  nbdc_conn_submit (CONN (pool, i), cmd);
+}
+
+typedef struct {
+  NbdcCmd cmd;
+  gboolean fresh;             /* from pool_send_cmd: not yet tracked */
+} Parked;
+
+static gboolean
+pool_park (NbdPool *pool, const NbdcCmd *cmd, gboolean fresh)
+{
+  g_mutex_lock (&pool->lock);
+  gboolean park = pool->reconnecting > 0 && !pool->closing;
+  if (park) {
+    Parked *p = g_new (Parked, 1);
+    p->cmd = *cmd;
+    p->fresh = fresh;
+    g_queue_push_tail (&pool->parked, p);
+  }
+  g_mutex_unlock (&pool->lock);
+  return park;
+}
+
+static void
+pool_salvage (void *opaque, NbdConn *conn, const NbdcCmd *cmd)
+{
+  NbdPool *pool = opaque;
+  if (!pool_park (pool, cmd, FALSE))
+    pool_resubmit (pool, cmd);
+}
+
+typedef struct {
+  NbdPool *pool;
+  unsigned idx;
+} Reconnect;
+
+/* Re-opens connection idx with backoff until cfg.reconnect seconds have
+ * passed, swaps it in, then resubmits everything parked meanwhile. */
+static gpointer
+pool_reconnect_thread (gpointer data)
+{
+  Reconnect *r = data;
+  NbdPool *pool = r->pool;
+  unsigned i = r->idx;
+  g_free (r);
+  gint64 start = g_get_monotonic_time ();
+  gint64 deadline = start + (gint64) pool->cfg.reconnect * G_USEC_PER_SEC;
+  gint64 delay = G_USEC_PER_SEC / 10;
+  gboolean ok = FALSE;
+  unsigned attempts = 0;
+
+  g_warning ("connection %u lost; reconnecting for up to %u s", i + 1,
+             pool->cfg.reconnect);
+  /* A server on its way down may still accept connections without ever
+   * answering: keep each attempt short. */
+  NbdcOptions ropts = pool->opts;
+  if (ropts.handshake_timeout == 0 || ropts.handshake_timeout > 5)
+    ropts.handshake_timeout = 5;
+  for (;;) {
+    g_mutex_lock (&pool->lock);
+    gboolean closing = pool->closing;
+    g_mutex_unlock (&pool->lock);
+    if (closing)
+      break;
+    NbdExport e = { 0 };
+    GError *error = NULL;
+    attempts++;
+    NbdTransport *t = nbdc_open (&ropts, &e, &error);
+    if (t && (e.size != pool->exp.size || e.eflags != pool->exp.eflags)) {
+      g_warning ("connection %u: the export changed while we were away "
+                 "(size %" G_GUINT64_FORMAT " flags 0x%x, was %"
+                 G_GUINT64_FORMAT " flags 0x%x); giving up", i + 1, e.size,
+                 e.eflags, pool->exp.size, pool->exp.eflags);
+      nbdc_transport_free (t);
+      nbdc_export_clear (&e);
+      break;
+    }
+    if (t) {
+      NbdConn *c = pool_conn_new (pool, t, &e, i);
+      nbdc_export_clear (&e);
+      NbdConn *old = CONN (pool, i);
+      g_atomic_pointer_set (&pool->conns[i], c);
+      g_mutex_lock (&pool->lock);
+      g_ptr_array_add (pool->retired, old);
+      g_mutex_unlock (&pool->lock);
+      g_message ("connection %u re-established after %.1f s (%u attempts)",
+                 i + 1, (g_get_monotonic_time () - start) / 1e6, attempts);
+      ok = TRUE;
+      break;
+    }
+    g_debug ("connection %u: reconnect attempt %u: %s", i + 1, attempts,
+             error->message);
+    g_error_free (error);
+    gint64 now = g_get_monotonic_time ();
+    if (now >= deadline)
+      break;
+    gint64 until = MIN (now + delay, deadline);
+    g_mutex_lock (&pool->lock);
+    while (!pool->closing && g_get_monotonic_time () < until)
+      g_cond_wait_until (&pool->recond, &pool->lock, until);
+    g_mutex_unlock (&pool->lock);
+    delay = MIN (delay * 2, 2 * G_USEC_PER_SEC);
+  }
+  g_mutex_lock (&pool->lock);
+  gboolean closing = pool->closing;
+  g_mutex_unlock (&pool->lock);
+  if (!ok && !closing)
+    g_warning ("connection %u: could not reconnect (%u attempts); its "
+               "requests fail with EIO", i + 1, attempts);
+
+  GQueue parked = G_QUEUE_INIT;
+  g_mutex_lock (&pool->lock);
+  pool->reconnecting--;
+  /* Only the last reconnect thread hands the parked commands on; with
+   * others still at work, they keep waiting for those. */
+  if (pool->reconnecting == 0) {
+    parked = pool->parked;
+    g_queue_init (&pool->parked);
+  }
+  g_mutex_unlock (&pool->lock);
+  Parked *p;
+  while ((p = g_queue_pop_head (&parked))) {
+    if (p->fresh)
+      pool_send_cmd (pool, &p->cmd);
+    else
+      pool_resubmit (pool, &p->cmd);
+    g_free (p);
+  }
+  return NULL;
+}
+
+static void
+pool_conn_dead (void *opaque, NbdConn *conn)
+{
+  NbdPool *pool = opaque;
+  g_mutex_lock (&pool->lock);
+  int idx = -1;
+  for (unsigned i = 0; i < pool->n; i++)
+    if (CONN (pool, i) == conn)
+      idx = i;
+  if (pool->closing || idx < 0) {
+    g_mutex_unlock (&pool->lock);
+    return;
+  }
+  /* A server going down says ESHUTDOWN on one connection; the others
+   * (maybe idle, keeping it waiting) say goodbye too. */
+  if (nbdc_conn_saw_eshutdown (conn))
+    for (unsigned i = 0; i < pool->n; i++)
+      if ((int) i != idx)
+        nbdc_conn_soft_disconnect (CONN (pool, i), "the server is shutting "
+                                   "down (NBD_ESHUTDOWN on another "
+                                   "connection)");
+  GThread *prev = pool->rethreads[idx];
+  pool->reconnecting++;
+  Reconnect *r = g_new (Reconnect, 1);
+  *r = (Reconnect) { pool, idx };
+  pool->rethreads[idx] = g_thread_new ("nbd-reconnect",
+                                       pool_reconnect_thread, r);
+  g_mutex_unlock (&pool->lock);
+  /* The previous reconnect of this slot made `conn`; it is done or about
+   * to be (at most handing on parked commands). */
+  if (prev)
+    g_thread_join (prev);
 }
 
 NbdPool *
@@ -351,6 +558,10 @@ nbdc_pool_open (const NbdcOptions *opts, const NbdcPoolConfig *cfg,
   pool->dirty = g_new0 (gboolean, n);
   pool->rmw_busy = g_hash_table_new_full (g_int64_hash, g_int64_equal,
                                           g_free, NULL);
+  g_cond_init (&pool->recond);
+  g_queue_init (&pool->parked);
+  pool->rethreads = g_new0 (GThread *, n);
+  pool->retired = g_ptr_array_new ();
   pool->conns[0] = pool_conn_new (pool, t, &first, 0);
   pool->n = 1;
 

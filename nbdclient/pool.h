@@ -39,6 +39,10 @@ typedef struct {
                                  is declared dead; 0 = never */
   unsigned max_in_flight;     /* per connection; 0 = 64 */
   gboolean read_only;         /* refuse writes locally (EROFS) */
+  unsigned reconnect;         /* seconds to keep re-opening a connection
+                                 lost to EOF/reset/timeout (backoff 0.1 s
+                                 doubling to 2 s); its requests wait and
+                                 are resubmitted; 0 = fail them with EIO */
 } NbdcPoolConfig;
 
 /* Opens and negotiates every connection; checks that all of them agree on

@@ -1,6 +1,9 @@
 /* nbdc-driver — a small CLI over the nbdclient pool, for tests.
  *
- *   nbdc-driver [-C N] [-t SECS] [-q DEPTH] [-r] [-k] [-v] ADDRESS CMD ARGS...
+ *   nbdc-driver [-C N] [-t SECS] [-q DEPTH] [-R SECS] [-r] [-k] [-v]
+ *               ADDRESS CMD ARGS...
+ * (-C connections, -t request timeout, -q depth per connection, -R keep
+ * reconnecting for SECS, -r read-only, -k keep going, -v debug log)
  *
  * Commands run in order (several may follow one another); each prints one
  * result line (extents: one line per extent, then "end"):
@@ -213,8 +216,8 @@ parse_flags (const char *s)
 static void
 usage (void)
 {
-  fprintf (stderr, "usage: nbdc-driver [-C N] [-t SECS] [-q DEPTH] [-r] "
-           "[-k] [-v] ADDRESS COMMAND ARGS...\n");
+  fprintf (stderr, "usage: nbdc-driver [-C N] [-t SECS] [-q DEPTH] "
+           "[-R SECS] [-r] [-k] [-v] ADDRESS COMMAND ARGS...\n");
   exit (2);
 }
 
@@ -228,11 +231,12 @@ main (int argc, char **argv)
   signal (SIGPIPE, SIG_IGN);
   /* stdout carries results; every log line goes to stderr. */
   g_log_writer_default_set_use_stderr (TRUE);
-  while ((opt = getopt (argc, argv, "+C:t:q:rkv")) != -1) {
+  while ((opt = getopt (argc, argv, "+C:t:q:R:rkv")) != -1) {
     switch (opt) {
     case 'C': cfg.connections = num (optarg); break;
     case 't': cfg.request_timeout = num (optarg); break;
     case 'q': cfg.max_in_flight = num (optarg); break;
+    case 'R': cfg.reconnect = num (optarg); break;
     case 'r': cfg.read_only = TRUE; break;
     case 'k': keep_going = TRUE; break;
     case 'v': g_setenv ("G_MESSAGES_DEBUG", "all", TRUE); break;

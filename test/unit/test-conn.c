@@ -673,6 +673,29 @@ test_stale_cookie (void)
   fx_stop (&fx);
 }
 
+/* NBD_ESHUTDOWN: the client must soft-disconnect (send NBD_CMD_DISC);
+ * the request fails with EIO (no salvage function here). */
+static void
+test_eshutdown (void)
+{
+  Fx fx;
+  fx_start (&fx, FALSE, 0, 0);
+  char buf[64];
+  Waiter w;
+  submit (&fx, &w, NBD_CMD_READ, 0, 0, 64, buf);
+  Req r = srv_req (&fx, NULL);
+  srv_simple (&fx, r.cookie, NBD_ESHUTDOWN, NULL, 0);
+  Req d = srv_req (&fx, NULL);
+  g_assert_cmpuint (d.type, ==, NBD_CMD_DISC);
+  shutdown (fx.srv, SHUT_WR);
+  g_assert_cmpint (w_wait (&w), ==, EIO);
+  w_clear (&w);
+  g_assert_false (nbdc_conn_is_alive (fx.conn));
+  g_assert_true (nbdc_conn_saw_eshutdown (fx.conn));
+  assert_warned ("the server is shutting down");
+  fx_stop (&fx);
+}
+
 /* A transport failure with a salvage function hands requests back
  * untouched instead of failing them. */
 typedef struct {
@@ -760,5 +783,6 @@ main (int argc, char **argv)
   g_test_add_func ("/nbdclient/conn/hostile/duplicate-done",
                    test_duplicate_done);
   g_test_add_func ("/nbdclient/conn/salvage", test_salvage);
+  g_test_add_func ("/nbdclient/conn/eshutdown", test_eshutdown);
   return g_test_run ();
 }

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Reconnect (-R): the server (nbdkit file, so the data outlives it) is
+# killed and restarted on the same socket while the driver is between
+# commands; requests issued while it is down wait, are sent on the new
+# connections and succeed. Without -R the same thing fails with EIO.
+# timeout: 60
+source "$SRCDIR/test/functions.sh"
+requires nbdkit --version
+requires_nbdkit_plugin file
+D=$TOOLS/nbdc-driver
+
+truncate -s 32M "$tmp/disk.img"
+sock=$tmp/sock
+start_nbdkit "$sock" file "$tmp/disk.img"
+
+# The driver writes, sleeps 3 s (server killed meanwhile, back 4 s after
+# the write), then reads and writes again.
+"$D" -R 20 -C 2 "$sock" write-pattern 0 8M 1 sleep 3 check-pattern 0 8M 1 \
+  write-pattern 8M 8M 2 check-pattern 8M 8M 2 flush \
+  > "$tmp/out" 2> "$tmp/err" &
+dpid=$!
+cleanup_fn kill_pid "$dpid"
+wait_for grep -q '^ok' "$tmp/out" || fail "first write did not finish"
+kill_pid "$nbdkit_pid"
+sleep 4
+rm -f "$sock"     # nbdkit leaves it behind
+start_nbdkit "$sock" file "$tmp/disk.img"
+rc=0
+wait "$dpid" || rc=$?
+cat "$tmp/out" "$tmp/err"
+[ "$rc" = 0 ] || fail "driver failed across a server restart (exit $rc)"
+[ "$(grep -c '^ok$' "$tmp/out")" = 6 ] || fail "not every command succeeded"
+grep -q 'reconnecting for up to 20 s' "$tmp/err" || fail "no reconnect line"
+grep -q 're-established' "$tmp/err" || fail "no re-established line"
+# Independent check of what reached the file.
+out=$("$D" "$sock" check-pattern 0 8M 1 check-pattern 8M 8M 2)
+[ "$(grep -c '^ok$' <<<"$out")" = 2 ] || fail "data after reconnect"
+
+# Without -R: the request after the restart gap fails with EIO, no hang.
+"$D" -k -C 1 "$sock" write-pattern 0 1M 3 sleep 2 check-pattern 0 1M 3 \
+  > "$tmp/out2" 2> "$tmp/err2" &
+dpid=$!
+cleanup_fn kill_pid "$dpid"
+wait_for grep -q '^ok' "$tmp/out2" || fail "write did not finish"
+kill_pid "$nbdkit_pid"
+rc=0
+wait "$dpid" || rc=$?
+cat "$tmp/out2" "$tmp/err2"
+[ "$rc" = 1 ] || fail "expected failure without -R"
+grep -q 'check-pattern: error EIO' "$tmp/out2" || fail "no EIO without -R"
+
+# -R with a server that never comes back: gives up after the deadline.
+start=$(date +%s)
+"$D" -k -R 2 -C 1 "$sock.gone" info 2>&1 && fail "connected to nothing?"
+[ $(( $(date +%s) - start )) -lt 10 ] || fail "took too long"
+echo OK
