@@ -141,7 +141,7 @@ cleanup() {
   for m in "${plain_mnts[@]}"; do
     mountpoint -q "$m" && umount "$m"
   done
-  for d in "${loop_devs[@]}"; do [ -z "$d" ] || losetup -d "$d"; done
+  for d in "${loop_devs[@]}"; do [ -z "$d" ] || loop_detach "$d"; done
   for m in "${fuse_mnts[@]}"; do
     if mountpoint -q "$m"; then
       fusermount3 -u "$m" 2>/dev/null || fusermount3 -uz "$m"
@@ -175,13 +175,17 @@ loop_attach() {  # loop_attach FILE: sets $loop
   loop_devs+=("$loop")
 }
 loop_detach() {  # loop_detach DEV
-  local i
-  losetup -d "$1" || return 1
+  local i back
+  # Detach only if it still is ours (an autoclear detach may have freed the
+  # number for someone else already).
+  back=$(losetup -n -O BACK-FILE "$1" 2>/dev/null) || back=
+  if [[ "$back" == *nbdfs-bench.* ]]; then
+    losetup -d "$1" || return 1
+  fi
   for i in "${!loop_devs[@]}"; do
     [ "${loop_devs[$i]}" != "$1" ] || loop_devs[$i]=
   done
 }
-
 # The FUSE control filesystem shows each connection's queue ("waiting"):
 # sampled during fio runs, it tells how many requests the kernel really
 # had outstanding with each FUSE server.
@@ -449,7 +453,7 @@ run_real_use() {  # run_real_use CLIENT RESULT-FILE
   t1=$(now)
   if [ -n "$err" ]; then
     mountpoint -q "$emnt" && umount "$emnt"
-    for d in "${loop_devs[@]}"; do [ -z "$d" ] || loop_detach "$d"; done
+    for d in "${loop_devs[@]}"; do [ -z "$d" ] || loop_detach "$d" || true; done
     write_error "$res" "$err"
   else
     rm -f "${res%.json}.md5"
