@@ -108,6 +108,7 @@ def main():
     ap.add_argument("--files", required=True)
     ap.add_argument("--elapsed", required=True)
     ap.add_argument("--nbdfs-rev", default="unknown")
+    ap.add_argument("--load", default="unknown")
     ap.add_argument("--transports", required=True)
     ap.add_argument("--tests", required=True)
     a = ap.parse_args()
@@ -188,8 +189,9 @@ def main():
     md.append("")
     md.append("Server: nbdkit memory %s (allocator=malloc, --threads 16), filled "
               "with random data. Medians of %d interleaved run(s); fio %s s per "
-              "job; real-use tree of %s files; whole run took %s s." % (
-                  a.size, a.runs, a.runtime, a.files, a.elapsed))
+              "job; real-use tree of %s files; whole run took %s s; load average "
+              "at start / end: %s (anything else running skews every column)." % (
+                  a.size, a.runs, a.runtime, a.files, a.elapsed, a.load))
     md.append("Ceiling = no FUSE: fio's nbd engine (libnbd) for fio rows, "
               "nbdcopy for dd rows, a loop device on a RAM file (no NBD) for "
               "real-use. Targets compare nbdfs/nbdfuse.")

@@ -480,6 +480,7 @@ run_one() {  # run_one TEST CLIENT RUN
 
 # --- the run --------------------------------------------------------------
 start=$(date +%s)
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 for cur_transport in "${transports[@]}"; do
   echo "bench: $cur_transport: starting nbdkit memory $size and the clients" >&2
   start_server "$cur_transport"
@@ -509,6 +510,7 @@ nbdfs_rev=$(git -C "$SRCDIR" rev-parse --short HEAD 2>/dev/null || echo unknown)
 python3 "$SRCDIR/scripts/bench-report.py" "$out" \
   --runs "$runs" --runtime "$runtime" --size "$size" --files "$files" \
   --elapsed "$elapsed" --nbdfs-rev "$nbdfs_rev" \
+  --load "$load_start / $(cut -d' ' -f1-3 /proc/loadavg)" \
   --transports "${transports[*]}" --tests "${tests[*]}"
 # (gnuplot warns about a series with no points, e.g. nbdfs n/a: logged.)
 gnuplot -e "datafile='$out/chart.dat'; outfile='$out/bench.png'" \
