@@ -132,7 +132,7 @@ nbdk_backend_id (const NbdcOptions *opts)
   const NbdAddress *a = &opts->addr;
   g_autofree char *name =
     g_uri_escape_string (a->export_name ? a->export_name : "",
-                         G_URI_RESERVED_CHARS_SUBCOMPONENT_DELIMITERS ":@",
+                         G_URI_RESERVED_CHARS_SUBCOMPONENT_DELIMITERS ":@/",
                          FALSE);
   const char *scheme_tls = opts->tls == NBDC_TLS_REQUIRE ? "s" : "";
 
