@@ -27,6 +27,7 @@
 #include <errno.h>
 #include <arpa/inet.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <stdio.h>
 #include <string.h>
@@ -68,8 +69,8 @@ typedef struct {
   gboolean single_thread;         /* event-loop mode (relay): see tls.h */
   /* Every gnutls call after the handshake holds the session lock, a fair
    * ticket lock (lock/turn/next_ticket/now_serving). */
-  GMutex lock;
-  GCond turn;
+  pthread_mutex_t lock;
+  pthread_cond_t turn;
   guint64 next_ticket, now_serving;
   int reader_waiting;             /* atomic: the receiver waits in poll */
   int wake_fd;                    /* eventfd: rx changed, or shutdown */
@@ -77,7 +78,7 @@ typedef struct {
   int push_errno;                 /* last send error from the socket */
   /* Ciphertext drained from the socket, waiting for gnutls (rx_lock):
    * filled by the receiver and by a sender waiting for room. */
-  GMutex rx_lock;
+  pthread_mutex_t rx_lock;
   char *rx;
   size_t rx_start, rx_end, rx_size;
   gboolean rx_eof;
@@ -171,33 +172,33 @@ config_kind (const NbdcTlsConfig *cfg)
 static void
 session_lock (TlsPriv *p)
 {
-  g_mutex_lock (&p->lock);
+  pthread_mutex_lock (&p->lock);
   guint64 mine = p->next_ticket++;
   while (p->now_serving != mine)
-    g_cond_wait (&p->turn, &p->lock);
-  g_mutex_unlock (&p->lock);
+    pthread_cond_wait (&p->turn, &p->lock);
+  pthread_mutex_unlock (&p->lock);
 }
 
 static gboolean
 session_trylock (TlsPriv *p)
 {
   gboolean got = FALSE;
-  g_mutex_lock (&p->lock);
+  pthread_mutex_lock (&p->lock);
   if (p->now_serving == p->next_ticket) {
     p->next_ticket++;
     got = TRUE;
   }
-  g_mutex_unlock (&p->lock);
+  pthread_mutex_unlock (&p->lock);
   return got;
 }
 
 static void
 session_unlock (TlsPriv *p)
 {
-  g_mutex_lock (&p->lock);
+  pthread_mutex_lock (&p->lock);
   p->now_serving++;
-  g_cond_broadcast (&p->turn);
-  g_mutex_unlock (&p->lock);
+  pthread_cond_broadcast (&p->turn);
+  pthread_mutex_unlock (&p->lock);
 }
 
 /* ---- ciphertext drained from the socket ---- */
@@ -217,7 +218,7 @@ rx_fill (TlsPriv *p)
 {
   gboolean added = FALSE;
 
-  g_mutex_lock (&p->rx_lock);
+  pthread_mutex_lock (&p->rx_lock);
   if (!p->rx_eof && !p->rx_errno) {
     if (p->rx_start == p->rx_end)
       p->rx_start = p->rx_end = 0;
@@ -243,7 +244,7 @@ rx_fill (TlsPriv *p)
       p->rx_errno = errno;
     added = r >= 0 || p->rx_errno;
   }
-  g_mutex_unlock (&p->rx_lock);
+  pthread_mutex_unlock (&p->rx_lock);
   if (added && g_atomic_int_get (&p->reader_waiting))
     wake_reader (p);
 }
@@ -252,11 +253,11 @@ rx_fill (TlsPriv *p)
 static size_t
 rx_available (TlsPriv *p, gboolean *ended)
 {
-  g_mutex_lock (&p->rx_lock);
+  pthread_mutex_lock (&p->rx_lock);
   size_t n = p->rx_end - p->rx_start;
   if (ended)
     *ended = p->rx_eof || p->rx_errno;
-  g_mutex_unlock (&p->rx_lock);
+  pthread_mutex_unlock (&p->rx_lock);
   return n;
 }
 
@@ -266,14 +267,14 @@ static gboolean
 rx_has_record (TlsPriv *p)
 {
   gboolean r = FALSE;
-  g_mutex_lock (&p->rx_lock);
+  pthread_mutex_lock (&p->rx_lock);
   size_t have = p->rx_end - p->rx_start;
   if (have >= 5) {
     const guint8 *h = (const guint8 *) p->rx + p->rx_start;
     r = have >= 5 + (((size_t) h[3] << 8) | h[4]);
   }
   r = r || p->rx_eof || p->rx_errno;
-  g_mutex_unlock (&p->rx_lock);
+  pthread_mutex_unlock (&p->rx_lock);
   return r;
 }
 
@@ -296,7 +297,7 @@ tls_pull (gnutls_transport_ptr_t ptr, void *buf, size_t len)
       gnutls_transport_set_errno (p->session, errno);
     return r;
   }
-  g_mutex_lock (&p->rx_lock);
+  pthread_mutex_lock (&p->rx_lock);
   size_t have = p->rx_end - p->rx_start;
   if (have > 0) {
     r = MIN (len, have);
@@ -311,7 +312,7 @@ tls_pull (gnutls_transport_ptr_t ptr, void *buf, size_t len)
     errno = e;
     r = -1;
   }
-  g_mutex_unlock (&p->rx_lock);
+  pthread_mutex_unlock (&p->rx_lock);
   return r;
 }
 
@@ -562,9 +563,9 @@ tls_priv_free (TlsPriv *p)
   if (p->wake_fd >= 0)
     close (p->wake_fd);
   g_free (p->rx);
-  g_mutex_clear (&p->lock);
-  g_mutex_clear (&p->rx_lock);
-  g_cond_clear (&p->turn);
+  pthread_mutex_destroy (&p->lock);
+  pthread_mutex_destroy (&p->rx_lock);
+  pthread_cond_destroy (&p->turn);
   g_free (p);
 }
 
@@ -1004,9 +1005,9 @@ nbdc_tls_start (int fd, const NbdcTlsConfig *cfg, const char *hostname,
   const char *priority;
   int r;
 
-  g_mutex_init (&p->lock);
-  g_mutex_init (&p->rx_lock);
-  g_cond_init (&p->turn);
+  pthread_mutex_init (&p->lock, NULL);
+  pthread_mutex_init (&p->rx_lock, NULL);
+  pthread_cond_init (&p->turn, NULL);
   p->fd = fd;
   p->nonblocking = TRUE;
   p->wake_fd = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK);
