@@ -25,7 +25,18 @@ connect_bounded (int fd, const struct sockaddr *sa, socklen_t salen,
   if (flags < 0 || fcntl (fd, F_SETFL, flags | O_NONBLOCK) < 0)
     return errno;
   int err = 0;
-  if (connect (fd, sa, salen) < 0) {
+  int cr;
+  /* A nonblocking AF_UNIX connect says EAGAIN when the listener's backlog
+   * is full (it never says EINPROGRESS): try again until the deadline. */
+  while ((cr = connect (fd, sa, salen)) < 0 && errno == EAGAIN
+         && sa->sa_family == AF_UNIX) {
+    if (deadline && g_get_monotonic_time () >= deadline) {
+      errno = ETIMEDOUT;
+      break;
+    }
+    g_usleep (10000);
+  }
+  if (cr < 0) {
     if (errno != EINPROGRESS && errno != EINTR)
       err = errno;
     else {

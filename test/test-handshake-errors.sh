@@ -47,6 +47,30 @@ expect_fail_with "^nbdfs: unix:$silent: timed out while reading the server greet
   "$NBDFS" --info --connect-timeout=1 "$silent"
 [ $(( $(date +%s) - start )) -lt 10 ] || fail "timeout took too long"
 
+# ---- a listener whose backlog is full: connect() keeps saying EAGAIN ----
+full=$tmp/full.sock
+python3 - "$full" "$tmp/full.ready" <<'PY' &
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1]); s.listen(0)
+held = []
+for _ in range(4):
+    c = socket.socket(socket.AF_UNIX); c.setblocking(False)
+    try:
+        c.connect(sys.argv[1]); held.append(c)
+    except BlockingIOError:
+        pass
+open(sys.argv[2], "w").close()
+time.sleep(20)
+PY
+full_pid=$!
+cleanup_fn kill_pid "$full_pid"
+wait_for test -e "$tmp/full.ready"
+start=$(date +%s)
+expect_fail_with "^nbdfs: connecting to unix:$full: timed out\$" \
+  "$NBDFS" --list --connect-timeout=1 "$full"
+[ $(( $(date +%s) - start )) -lt 10 ] || fail "backlog timeout took too long"
+
 # ---- abstract socket, oldstyle server ----
 name="nbdfs-test-$$-$RANDOM"
 python3 - "$name" <<'PY' &
