@@ -113,7 +113,7 @@ expect_fail_with 'TLS is required but the server uses oldstyle' \
 # ---- qemu-nbd: qcow2, named export with a description, read-only ----
 qemu-img create -q -f qcow2 "$tmp/disk.qcow2" 10M
 qsock=$tmp/qemu.sock
-start_qemu_nbd "$qsock" -t -e 4 -f qcow2 -x disk1 -D "qemu's test disk" -r \
+start_qemu_nbd "$qsock" -t -e 4 -A -f qcow2 -x disk1 -D "qemu's test disk" -r \
   "$tmp/disk.qcow2"
 out=$("$NBDFS" --list "$qsock")
 [ "$out" = "$(printf "disk1\tqemu's test disk")" ] || fail "qemu-nbd --list: $out"
@@ -123,7 +123,7 @@ grep -qx 'export: *"disk1"' <<<"$out" || fail "qemu name"
 grep -qx "description: *qemu's test disk" <<<"$out" || fail "qemu description"
 grep -qx 'size: *10485760 (10.0 MiB)' <<<"$out" || fail "qemu size"
 grep -q '^flags: .*read-only' <<<"$out" || fail "qemu read-only"
-grep -qx 'meta contexts: *base:allocation' <<<"$out" || fail "qemu contexts"
+grep -qx 'meta contexts: *base:allocation, qemu:allocation-depth' <<<"$out" || fail "qemu contexts"
 "$NBDFS" --info --json "$qsock:disk1" > "$tmp/q.json"
 nbdinfo --json "nbd+unix:///disk1?socket=$qsock" > "$tmp/qn.json"
 python3 - "$tmp/q.json" "$tmp/qn.json" <<'PY'
