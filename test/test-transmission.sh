@@ -93,4 +93,20 @@ expect_fail_with "write-pattern: error EROFS" \
 # 5. -k: a failed command does not end the run.
 out=$("$D" -k "$sock" write-pattern 0 1 1 read-md5 0 1M) && fail "-k rc"
 grep -q "^$(md5 "$tmp/ro.txt")\$" <<<"$out" || fail "read after failure"
+
+# 6. Inside TLS (PSK): the reader and the sender share one gnutls session.
+if command -v psktool > /dev/null; then
+  psktool -u alice -p "$tmp/keys.psk" > /dev/null
+  sock=$tmp/sock6
+  start_nbdkit "$sock" --tls=require --tls-psk="$tmp/keys.psk" memory 64M
+  uri="nbds+unix:///?socket=$sock&tls-psk-file=$tmp/keys.psk&tls-username=alice"
+  out=$("$D" "$uri" write-pattern 0 32M 1 parallel-writes 16 32M 1M 2 \
+        check-pattern 0 32M 1 check-pattern 32M 16M 2 \
+        parallel-reads 32 0 1M extents 0 64M)
+  echo "$out"
+  [ "$(grep -c '^ok' <<<"$out")" = 5 ] || fail "TLS transmission"
+  grep -qx '50331648 16777216 3' <<<"$out" || fail "TLS extents"
+elif [ "${CI:-}" = true ]; then
+  fail "psktool missing (gnutls-bin)"
+fi
 echo OK
