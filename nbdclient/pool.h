@@ -83,7 +83,9 @@ void nbdc_pool_block_status (NbdPool *pool, size_t count, uint64_t offset,
                              uint32_t flags, NbdcExtentFn extent,
                              NbdcDoneFn done, void *opaque);
 
-/* Synchronous wrappers (tools, tests, shutdown paths): 0 or errno. */
+/* Synchronous wrappers (tools, tests, shutdown paths): 0 or errno. Never
+ * call them (or nbdc_pool_close) from a done/extent callback: those run
+ * on a connection's reader, which would then wait for itself. */
 int nbdc_pool_pread_sync (NbdPool *pool, void *buf, size_t count,
                           uint64_t offset);
 int nbdc_pool_pwrite_sync (NbdPool *pool, const void *buf, size_t count,

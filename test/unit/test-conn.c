@@ -416,11 +416,12 @@ test_structured_error (void)
 {
   Fx fx;
   fx_start (&fx, TRUE, 0, 0);
-  char buf[1024];
+  char buf[1024], data[512];
+  fill (data, sizeof data, 5);
   Waiter w;
   submit (&fx, &w, NBD_CMD_READ, 0, 0, sizeof buf, buf);
   Req r = srv_req (&fx, NULL);
-  srv_data (&fx, 0, r.cookie, 0, buf, 512);
+  srv_data (&fx, 0, r.cookie, 0, data, sizeof data);
   srv_error (&fx, 0, r.cookie, NBD_EPERM, "no \x01 way");
   srv_done (&fx, r.cookie);
   g_assert_cmpint (w_wait (&w), ==, EPERM);
