@@ -625,6 +625,52 @@ static void test_timeout (void) { hostile (s_silence, "no data from the server f
 static void test_simple_read (void) { hostile (s_simple_read, "simple reply to a read", 0); }
 static void test_bad_type (void) { hostile (s_bad_type, "block status chunk in reply to read", 0); }
 
+/* Block status replies that break the rules: a zero-length extent, more
+ * extents after the requested length is covered, two extents although
+ * NBD_CMD_FLAG_REQ_ONE was set. */
+static void
+hostile_status (uint16_t flags, const uint32_t *desc, size_t n,
+                const char *needle)
+{
+  Fx fx;
+  fx_start (&fx, TRUE, 0, 0);
+  Waiter w;
+  submit (&fx, &w, NBD_CMD_BLOCK_STATUS, flags, 0, 8192, NULL);
+  Req r = srv_req (&fx, NULL);
+  g_autofree uint32_t *p = g_new (uint32_t, 1 + n);
+  p[0] = GUINT32_TO_BE (7);
+  for (size_t i = 0; i < n; i++)
+    p[1 + i] = GUINT32_TO_BE (desc[i]);
+  srv_chunk (&fx, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_BLOCK_STATUS, r.cookie,
+             p, 4 * (1 + n));
+  g_assert_cmpint (w_wait (&w), ==, EIO);
+  w_clear (&w);
+  g_assert_false (nbdc_conn_is_alive (fx.conn));
+  assert_warned (needle);
+  fx_stop (&fx);
+}
+
+static void
+test_status_zero_extent (void)
+{
+  const uint32_t d[] = { 4096, 0, 0, 0 };
+  hostile_status (0, d, 4, "extent of length 0");
+}
+
+static void
+test_status_past_end (void)
+{
+  const uint32_t d[] = { 8192, 0, 4096, 3 };
+  hostile_status (0, d, 4, "go past the requested length");
+}
+
+static void
+test_status_req_one (void)
+{
+  const uint32_t d[] = { 4096, 0, 4096, 3 };
+  hostile_status (NBD_CMD_FLAG_REQ_ONE, d, 4, "although we asked for one");
+}
+
 /* The second DONE arrives after the read completed: its cookie is no
  * longer in flight. The read itself succeeded. */
 static void
@@ -783,6 +829,12 @@ main (int argc, char **argv)
   g_test_add_func ("/nbdclient/conn/hostile/unexpected-chunk", test_bad_type);
   g_test_add_func ("/nbdclient/conn/hostile/duplicate-done",
                    test_duplicate_done);
+  g_test_add_func ("/nbdclient/conn/hostile/status-zero-extent",
+                   test_status_zero_extent);
+  g_test_add_func ("/nbdclient/conn/hostile/status-past-end",
+                   test_status_past_end);
+  g_test_add_func ("/nbdclient/conn/hostile/status-req-one",
+                   test_status_req_one);
   g_test_add_func ("/nbdclient/conn/salvage", test_salvage);
   g_test_add_func ("/nbdclient/conn/eshutdown", test_eshutdown);
   return g_test_run ();
