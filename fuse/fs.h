@@ -108,6 +108,11 @@ int nbdfs_block_status_sync (NbdfsFile *f, uint64_t offset, uint64_t length,
  * one ran recently or is queued. */
 void nbdfs_allocation_refresh (NbdfsFs *fs, NbdfsFile *f);
 
+/* ---- tune.c ---- */
+
+/* Raises the readahead window of the mount (root only, best effort). */
+void nbdfs_tune_readahead (const char *mountpoint);
+
 /* ---- log.c ---- */
 
 /* Routes GLib and libfuse messages to stderr (foreground) or syslog. */

@@ -345,6 +345,7 @@ serve (NbdfsCli *cli, const char *mountpoint, int *ready_fd, GError **error)
     goto out;
   }
   mounted = TRUE;
+  nbdfs_tune_readahead (mountpoint);
   if (cli->pidfile) {
     if (!write_pidfile (cli->pidfile, error))
       goto out;

@@ -29,8 +29,9 @@ nbdfs_fuse_init (void *userdata, struct fuse_conn_info *conn)
   conn->max_write = NBDFS_MAX_WRITE;
   conn->max_background = NBDFS_MAX_BACKGROUND;
   conn->congestion_threshold = NBDFS_CONGESTION_THRESHOLD;
-  /* The kernel offers its readahead window; we can only lower it, so we
-   * take all of it (raise it further through the bdi's read_ahead_kb). */
+  /* The kernel takes the smaller of this and the bdi's window, which
+   * mount.c raised before this request was answered (tune.c). */
+  conn->max_readahead = NBDFS_MAX_WRITE;
 
   /* Several reads in flight per file (readahead and O_DIRECT aio). */
   want (conn, FUSE_CAP_ASYNC_READ);
