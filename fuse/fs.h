@@ -108,6 +108,16 @@ int nbdfs_block_status_sync (NbdfsFile *f, uint64_t offset, uint64_t length,
  * one ran recently or is queued. */
 void nbdfs_allocation_refresh (NbdfsFs *fs, NbdfsFile *f);
 
+/* ---- loop.c: the session loop ---- */
+
+/* Serves the session until it exits (signal, unmount). */
+int nbdfs_loop_run (struct fuse_session *se);
+/* Called from a write handler with its payload: if the payload lies in
+ * the request buffer of this loop thread, the handler takes the whole
+ * buffer (returned; free() it when done) and the thread receives its next
+ * request elsewhere. NULL: copy the payload instead. */
+void *nbdfs_loop_take_buffer (const void *data, size_t len);
+
 /* ---- tune.c ---- */
 
 /* Raises the readahead window of the mount (root only, best effort). */

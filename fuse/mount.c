@@ -365,8 +365,7 @@ serve (NbdfsCli *cli, const char *mountpoint, int *ready_fd, GError **error)
              : cli->nbd.addr.host, mountpoint);
 
   pthread_sigmask (SIG_SETMASK, &old, NULL);
-  struct fuse_loop_config loop = { .clone_fd = 1, .max_idle_threads = 16 };
-  int r = fuse_session_loop_mt (se, &loop);
+  int r = nbdfs_loop_run (se);
   g_debug ("session loop ended (%d)", r);
   pthread_sigmask (SIG_BLOCK, &sigs, NULL);
   status = 0;

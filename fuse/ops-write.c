@@ -1,6 +1,8 @@
-/* nbdfs — FUSE write. The data is copied out of libfuse's receive buffer
- * (it is reused as soon as the handler returns) and written with one pool
- * request; the reply comes from the reader thread once the server acked.
+/* nbdfs — FUSE write: one pool request, replied to from the reader thread
+ * once the server acked. The payload must outlive the handler: large
+ * writes take the whole request buffer from the session loop (loop.c, no
+ * copy); small ones (below NBDFS_TAKE_MIN, where a copy is cheaper than a
+ * fresh 1 MiB receive buffer) are copied.
  *
  * Writes that must be durable on return — files opened O_SYNC/O_DSYNC and
  * pwritev2(RWF_DSYNC/RWF_SYNC), which the kernel reports as O_DSYNC/O_SYNC
@@ -15,16 +17,21 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "fuse/fs.h"
 #include "nbdclient/protocol.h"
 
+#define NBDFS_TAKE_MIN (64 * 1024)
+
 typedef struct {
   fuse_req_t req;
   NbdfsFs *fs;
   size_t count;
-  char data[];
+  void *taken;                /* the loop's request buffer, or NULL */
+  const char *data;           /* payload: inside taken, or copy */
+  char copy[];
 } WriteOp;
 
 static void
@@ -37,6 +44,7 @@ write_done (void *opaque, int err)
     fuse_reply_err (op->req, err);
   else
     fuse_reply_write (op->req, op->count);
+  free (op->taken);
   g_free (op);
   nbdfs_req_end (fs);
 }
@@ -79,15 +87,25 @@ nbdfs_fuse_write (fuse_req_t req, fuse_ino_t ino, const char *buf,
   if (!fi->writepage && (fi->flags & O_DSYNC) == O_DSYNC)
     flags |= NBD_CMD_FLAG_FUA;
 
-  WriteOp *op = g_try_malloc (sizeof *op + size);
+  void *taken = size >= NBDFS_TAKE_MIN ? nbdfs_loop_take_buffer (buf, size)
+                                       : NULL;
+  WriteOp *op = g_try_malloc (sizeof *op + (taken ? 0 : size));
   if (op == NULL) {
+    /* The buffer goes back to nobody: free it ourselves. */
+    free (taken);
     fuse_reply_err (req, ENOMEM);
     return;
   }
   op->req = req;
   op->fs = fs;
   op->count = size;
-  memcpy (op->data, buf, size);
+  op->taken = taken;
+  if (taken)
+    op->data = buf;
+  else {
+    memcpy (op->copy, buf, size);
+    op->data = op->copy;
+  }
   if (fs->debug)
     g_debug ("%s: write %zu bytes at %jd%s", f->name, size, (intmax_t) off,
              flags & NBD_CMD_FLAG_FUA ? " (fua)" : "");
