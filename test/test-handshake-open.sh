@@ -67,3 +67,9 @@ start_nbdkit "$sock5" --mask-handshake=1 memory 5M
 out=$("$TOOLS/nbdc-open" "$sock5")
 grep -qx size=5242880 <<<"$out" || fail "fixed, no NO_ZEROES: size"
 grep -qx style=2 <<<"$out" || fail "fixed, no NO_ZEROES: style"
+
+# --info on plain newstyle (NBD_OPT_EXPORT_NAME, then NBD_CMD_DISC).
+out=$("$NBDFS" --info "$sock4:whatever")
+echo "$out"
+grep -qx 'size: *4194304 (4.0 MiB)' <<<"$out" || fail "--info newstyle size"
+grep -qx 'handshake: *newstyle' <<<"$out" || fail "--info newstyle style"

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 
 #include "nbdclient/error.h"
 #include "nbdclient/negotiate.h"
@@ -36,6 +37,7 @@ typedef struct {
   char *failure;            /* first thing that went wrong, or NULL */
   guint done;               /* ops completed */
   pthread_t thread;
+  int listen_fd;            /* >= 0: accept one connection first */
 } Peer;
 
 static Peer *
@@ -44,6 +46,7 @@ peer_new (void)
   Peer *p = g_new0 (Peer, 1);
   p->ops = g_array_new (FALSE, TRUE, sizeof (Op));
   p->fd = -1;
+  p->listen_fd = -1;
   return p;
 }
 
@@ -215,6 +218,14 @@ static void *
 peer_thread (void *arg)
 {
   Peer *p = arg;
+  if (p->listen_fd >= 0) {
+    p->fd = accept (p->listen_fd, NULL, NULL);
+    close (p->listen_fd);
+    if (p->fd < 0) {
+      p->failure = g_strdup_printf ("accept: %s", g_strerror (errno));
+      return NULL;
+    }
+  }
   for (guint i = 0; i < p->ops->len && !p->failure; i++) {
     Op *op = &g_array_index (p->ops, Op, i);
     gsize len = 0;
@@ -291,6 +302,22 @@ peer_start (Peer *p)
   p->fd = sv[1];
   g_assert_cmpint (pthread_create (&p->thread, NULL, peer_thread, p), ==, 0);
   return sv[0];
+}
+
+/* Starts the peer listening on a Unix socket at path (for the calls that
+ * connect by themselves: nbdc_list_exports, nbdc_query_info). */
+static void
+peer_listen (Peer *p, const char *path)
+{
+  struct sockaddr_un sun = { .sun_family = AF_UNIX };
+  g_assert_cmpuint (strlen (path), <, sizeof sun.sun_path);
+  strcpy (sun.sun_path, path);
+  p->listen_fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  g_assert_cmpint (p->listen_fd, >=, 0);
+  g_assert_cmpint (bind (p->listen_fd, (struct sockaddr *) &sun, sizeof sun),
+                   ==, 0);
+  g_assert_cmpint (listen (p->listen_fd, 1), ==, 0);
+  g_assert_cmpint (pthread_create (&p->thread, NULL, peer_thread, p), ==, 0);
 }
 
 /* Joins; asserts the whole script ran unless partial_ok. */
@@ -1038,6 +1065,175 @@ test_timeout (void)
   nbdc_options_clear (&opts);
 }
 
+/* ---- nbdc_query_info and nbdc_list_exports (they connect themselves) ---- */
+
+static char *
+sock_path (void)
+{
+  static int n;
+  g_autofree char *dir = g_dir_make_tmp ("nbdfs-neg-XXXXXX", NULL);
+  g_assert_nonnull (dir);
+  char *path = g_strdup_printf ("%s/s%d", dir, n++);
+  return path;
+}
+
+static void
+remove_sock (char *path)
+{
+  g_autofree char *dir = g_path_get_dirname (path);
+  unlink (path);
+  rmdir (dir);
+  g_free (path);
+}
+
+static void
+expect_disc (Peer *p)
+{
+  g_autoptr (GByteArray) b = g_byte_array_new ();
+  put_be32 (b, NBD_REQUEST_MAGIC);
+  put_be16 (b, 0);
+  put_be16 (b, NBD_CMD_DISC);
+  g_byte_array_set_size (b, 28);
+  memset (b->data + 8, 0, 20);
+  peer_op (p, OP_EXPECT, 0, b->data, b->len);
+}
+
+static void
+test_query_info_fallback (void)
+{
+  /* No NBD_OPT_INFO: contexts listed, then GO, then NBD_CMD_DISC. */
+  char *path = sock_path ();
+  Peer *p = peer_new ();
+  fixed (p);
+  expect_option (p, NBD_OPT_STRUCTURED_REPLY);
+  reply (p, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, NULL, 0);
+  expect_option (p, NBD_OPT_INFO);
+  reply (p, NBD_OPT_INFO, NBD_REP_ERR_UNSUP, NULL, 0);
+  expect_option (p, NBD_OPT_LIST_META_CONTEXT);
+  meta_context (p, NBD_OPT_LIST_META_CONTEXT, 0, "base:allocation");
+  meta_context (p, NBD_OPT_LIST_META_CONTEXT, 0, "x-odd:\x01");
+  reply (p, NBD_OPT_LIST_META_CONTEXT, NBD_REP_ACK, NULL, 0);
+  expect_option (p, NBD_OPT_SET_META_CONTEXT);
+  meta_context (p, NBD_OPT_SET_META_CONTEXT, 9, "base:allocation");
+  reply (p, NBD_OPT_SET_META_CONTEXT, NBD_REP_ACK, NULL, 0);
+  expect_option (p, NBD_OPT_GO);
+  info_export (p, NBD_OPT_GO, 65536, NBD_FLAG_HAS_FLAGS | NBD_FLAG_READ_ONLY);
+  info_string (p, NBD_OPT_GO, NBD_INFO_DESCRIPTION, "desc");
+  reply (p, NBD_OPT_GO, NBD_REP_ACK, NULL, 0);
+  expect_disc (p);
+  peer_listen (p, path);
+
+  NbdcOptions opts = { 0 };
+  NbdExport exp = { 0 };
+  g_autoptr (GPtrArray) ctx = NULL;
+  g_autoptr (GError) error = NULL;
+  opts.addr.socket_path = g_strdup (path);
+  opts.addr.export_name = g_strdup ("e");
+  opts.handshake_timeout = 5;
+  g_assert_true (nbdc_query_info (&opts, &exp, &ctx, &error));
+  g_assert_no_error (error);
+  peer_finish (p, FALSE);
+  g_assert_cmpuint (exp.size, ==, 65536);
+  g_assert_cmpuint (exp.eflags, ==, NBD_FLAG_HAS_FLAGS | NBD_FLAG_READ_ONLY);
+  g_assert_cmpstr (exp.description, ==, "desc");
+  g_assert_true (exp.structured);
+  g_assert_cmpuint (ctx->len, ==, 2);
+  g_assert_cmpstr (ctx->pdata[0], ==, "base:allocation");
+  g_assert_cmpstr (ctx->pdata[1], ==, "x-odd:\\x01");
+  nbdc_export_clear (&exp);
+  nbdc_options_clear (&opts);
+  remove_sock (path);
+}
+
+static void
+test_query_info_unknown (void)
+{
+  /* NBD_OPT_INFO says unknown: the error lists the exports; then ABORT. */
+  char *path = sock_path ();
+  Peer *p = peer_new ();
+  fixed (p);
+  expect_option (p, NBD_OPT_STRUCTURED_REPLY);
+  reply (p, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, NULL, 0);
+  expect_option (p, NBD_OPT_INFO);
+  reply (p, NBD_OPT_INFO, NBD_REP_ERR_UNKNOWN, NULL, 0);
+  expect_option (p, NBD_OPT_LIST);
+  server_entry (p, "real", "");
+  reply (p, NBD_OPT_LIST, NBD_REP_ACK, NULL, 0);
+  expect_option (p, NBD_OPT_ABORT);
+  reply (p, NBD_OPT_ABORT, NBD_REP_ACK, NULL, 0);
+  peer_listen (p, path);
+
+  NbdcOptions opts = { 0 };
+  NbdExport exp = { 0 };
+  g_autoptr (GPtrArray) ctx = NULL;
+  g_autoptr (GError) error = NULL;
+  opts.addr.socket_path = g_strdup (path);
+  opts.addr.export_name = g_strdup ("fake");
+  g_assert_false (nbdc_query_info (&opts, &exp, &ctx, &error));
+  peer_finish (p, FALSE);
+  g_assert_error (error, NBDFS_ERROR, NBDFS_ERROR_NO_SUCH_EXPORT);
+  g_autofree char *want = g_strdup_printf ("unix:%s: the server has no export "
+                                           "named \"fake\"; exports on the "
+                                           "server: \"real\"", path);
+  g_assert_cmpstr (error->message, ==, want);
+  g_assert_null (ctx);
+  g_assert_null (exp.name);
+  nbdc_options_clear (&opts);
+  remove_sock (path);
+}
+
+static void
+test_list_exports (void)
+{
+  char *path = sock_path ();
+  Peer *p = peer_new ();
+  fixed (p);
+  expect_option (p, NBD_OPT_LIST);
+  server_entry (p, "", "the default");
+  server_entry (p, "two\nlines", "");
+  reply (p, NBD_OPT_LIST, NBD_REP_ACK, NULL, 0);
+  expect_option (p, NBD_OPT_ABORT);
+  reply (p, NBD_OPT_ABORT, NBD_REP_ACK, NULL, 0);
+  peer_listen (p, path);
+  NbdcOptions opts = { 0 };
+  g_autoptr (GPtrArray) list = NULL;
+  g_autoptr (GError) error = NULL;
+  opts.addr.socket_path = g_strdup (path);
+  opts.addr.export_name = g_strdup ("");
+  g_assert_true (nbdc_list_exports (&opts, &list, &error));
+  g_assert_no_error (error);
+  peer_finish (p, FALSE);
+  g_assert_cmpuint (list->len, ==, 2);
+  NbdExportEntry *e0 = list->pdata[0], *e1 = list->pdata[1];
+  g_assert_cmpstr (e0->name, ==, "");
+  g_assert_cmpstr (e0->description, ==, "the default");
+  g_assert_cmpstr (e1->name, ==, "two\\nlines");
+  g_assert_cmpstr (e1->description, ==, "");
+  remove_sock (path);
+
+  /* A name length beyond the reply: protocol error, no ABORT. */
+  path = sock_path ();
+  p = peer_new ();
+  fixed (p);
+  expect_option (p, NBD_OPT_LIST);
+  g_autoptr (GByteArray) b = g_byte_array_new ();
+  put_be32 (b, 100);
+  g_byte_array_append (b, (const guint8 *) "abc", 3);
+  reply (p, NBD_OPT_LIST, NBD_REP_SERVER, b->data, b->len);
+  peer_listen (p, path);
+  g_clear_pointer (&opts.addr.socket_path, g_free);
+  opts.addr.socket_path = g_strdup (path);
+  g_clear_pointer (&list, g_ptr_array_unref);
+  g_clear_error (&error);
+  g_assert_false (nbdc_list_exports (&opts, &list, &error));
+  g_assert_error (error, NBDFS_ERROR, NBDFS_ERROR_PROTOCOL);
+  g_assert_nonnull (strstr (error->message, "bad export list entry"));
+  g_assert_null (list);
+  peer_finish (p, FALSE);
+  nbdc_options_clear (&opts);
+  remove_sock (path);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1074,5 +1270,10 @@ main (int argc, char **argv)
                    test_meta_context_refused);
   g_test_add_func ("/nbdclient/negotiate/starttls", test_starttls);
   g_test_add_func ("/nbdclient/negotiate/timeout", test_timeout);
+  g_test_add_func ("/nbdclient/list/query-info-fallback",
+                   test_query_info_fallback);
+  g_test_add_func ("/nbdclient/list/query-info-unknown",
+                   test_query_info_unknown);
+  g_test_add_func ("/nbdclient/list/list-exports", test_list_exports);
   return g_test_run ();
 }
