@@ -34,6 +34,8 @@ typedef struct {
   gboolean require_client_cert;
   gboolean echo;           /* after the handshake: echo until EOF */
   gboolean key_updates;    /* TLS 1.3 key updates (KU_PEER) while echoing */
+  gboolean partial_record; /* after the handshake: half a record, then
+                              silence until the client hangs up */
   int handshake_result;
   guint64 echoed;
   gint key_updates_done;     /* atomic */
@@ -110,6 +112,16 @@ server_thread (gpointer data)
       s->echoed += n;
     }
     gnutls_bye (session, GNUTLS_SHUT_WR);
+  }
+  if (r == 0 && s->partial_record) {
+    /* A record header promising 16 KiB of application data, 3 bytes of
+     * it, and nothing more: anyone on the path can do this (the record
+     * cannot be authenticated before it is complete). */
+    static const guint8 half[] = { 0x17, 0x03, 0x03, 0x40, 0x00, 1, 2, 3 };
+    g_assert_cmpint (write (s->fd, half, sizeof half), ==, sizeof half);
+    char buf[4096];
+    while (read (s->fd, buf, sizeof buf) > 0)
+      ;
   }
   /* Closing our end tells a failing client that the handshake is over. */
   shutdown (s->fd, SHUT_RDWR);
@@ -597,6 +609,61 @@ test_shutdown_wakes_reader (void)
   finish (&s, thread, t, fd);
 }
 
+typedef struct {
+  NbdTransport *t;
+  gint done;                  /* atomic */
+  gboolean timed_out;
+  char *message;
+} DeadlineRead;
+
+static gpointer
+deadline_reader (gpointer data)
+{
+  DeadlineRead *d = data;
+  GError *error = NULL;
+  char buf[4];
+  gboolean ok = nbdc_read_full (d->t, buf, sizeof buf,
+                                g_get_monotonic_time () + 300000,
+                                "reading an option reply", &error);
+  d->timed_out = !ok && g_error_matches (error, NBDFS_ERROR,
+                                         NBDFS_ERROR_TIMEOUT);
+  d->message = error ? g_strdup (error->message) : NULL;
+  g_clear_error (&error);
+  g_atomic_int_set (&d->done, 1);
+  return NULL;
+}
+
+/* A server (or anyone on the path) sends part of a TLS record and stops:
+ * the handshake deadline (and, in transmission, the request timeout) must
+ * still fire; tls_recv must not wait for the rest of the record forever. */
+static void
+test_partial_record_deadline (void)
+{
+  Server s = { .cert_dir = pki, .partial_record = TRUE };
+  NbdcTlsConfig cfg = { .certificates = pki };
+  g_autoptr (GError) error = NULL;
+  GThread *thread;
+  int fd;
+  NbdTransport *t = start (&s, &cfg, "localhost", &thread, &fd, &error);
+  g_assert_no_error (error);
+  DeadlineRead d = { .t = t };
+  GThread *rd = g_thread_new ("reader", deadline_reader, &d);
+  /* Bounded: a reader still stuck after 10 s is unstuck (shutdown wakes
+   * it) so the test fails instead of hanging. */
+  gint64 end = g_get_monotonic_time () + 10 * G_USEC_PER_SEC;
+  while (!g_atomic_int_get (&d.done) && g_get_monotonic_time () < end)
+    g_usleep (20000);
+  gboolean stuck = !g_atomic_int_get (&d.done);
+  if (stuck)
+    t->ops->shutdown (t);
+  g_thread_join (rd);
+  g_test_message ("message: %s", d.message ? d.message : "(none)");
+  g_free (d.message);
+  g_assert_false (stuck);
+  g_assert_true (d.timed_out);
+  finish (&s, thread, t, fd);
+}
+
 static void
 setup_pki (void)
 {
@@ -667,6 +734,8 @@ main (int argc, char **argv)
                    test_single_thread_no_deadlock);
   g_test_add_func ("/nbdclient/tls/shutdown-wakes-reader",
                    test_shutdown_wakes_reader);
+  g_test_add_func ("/nbdclient/tls/partial-record-deadline",
+                   test_partial_record_deadline);
   int r = g_test_run ();
   cleanup_pki ();
   return r;
