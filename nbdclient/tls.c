@@ -53,6 +53,11 @@
 #define SENDV_CHUNK (256 * 1024)
 /* Ciphertext is drained from the socket RX_CHUNK at a time. */
 #define RX_CHUNK (256 * 1024)
+/* tls_recv waits at most this long for ciphertext (or a sender's wake-up)
+ * before handing control back with EAGAIN: a record that never completes
+ * (half a record, then silence: anyone on the path can send that) must not
+ * outlast the caller's handshake deadline or request timeout. */
+#define RECV_WAIT_MS 200
 
 typedef enum { AUTH_X509, AUTH_PSK, AUTH_ANON } AuthKind;
 
@@ -441,10 +446,17 @@ tls_recv (NbdTransport *t, void *buf, size_t len)
       { .fd = p->wake_fd, .events = POLLIN },
       { .fd = p->fd, .events = POLLIN },
     };
-    int n = poll (pfd, 2, -1);
+    int n = poll (pfd, 2, RECV_WAIT_MS);
     g_atomic_int_set (&p->reader_waiting, 0);
     if (n < 0 && errno != EINTR) {
       errno = EIO;
+      return -1;
+    }
+    if (n == 0) {
+      /* Nothing for a while: let the caller check its deadline (it
+       * polls the socket, or finds tls_pending true, and calls again). */
+      g_atomic_int_set (&p->reader_waiting, 0);
+      errno = EAGAIN;
       return -1;
     }
     if (pfd[0].revents & POLLIN) {

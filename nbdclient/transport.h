@@ -15,7 +15,10 @@ typedef struct NbdTransport NbdTransport;
 
 typedef struct {
   /* Like recv(2)/send(2) on a blocking socket: >0 bytes, 0 at EOF (recv),
-   * -1 with errno set. May return fewer bytes than asked. */
+   * -1 with errno set. May return fewer bytes than asked. recv may also
+   * fail with EAGAIN after a moment without progress (TLS: a record that
+   * is still incomplete), like a socket with SO_RCVTIMEO: callers check
+   * their own deadline and call again. */
   ssize_t (*recv) (NbdTransport *t, void *buf, size_t len);
   ssize_t (*send) (NbdTransport *t, const void *buf, size_t len);
   ssize_t (*sendv) (NbdTransport *t, const struct iovec *iov, int iovcnt);
