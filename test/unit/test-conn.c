@@ -743,6 +743,33 @@ test_eshutdown (void)
   fx_stop (&fx);
 }
 
+/* "For a successful return, the server MUST use a structured reply,
+ * containing exactly one chunk of type NBD_REPLY_TYPE_BLOCK_STATUS per
+ * selected context id": a simple reply saying "success" to block status
+ * answers nothing and must not pass for an answer. An error may still
+ * come as a simple reply. */
+static void
+test_simple_reply_to_block_status (void)
+{
+  Fx fx;
+  fx_start (&fx, TRUE, 4, 0);
+  Waiter w;
+  submit (&fx, &w, NBD_CMD_BLOCK_STATUS, 0, 0, 4096, NULL);
+  Req a = srv_req (&fx, NULL);
+  srv_simple (&fx, a.cookie, NBD_EINVAL, NULL, 0);
+  g_assert_cmpint (w_wait (&w), ==, EINVAL);
+  w_clear (&w);
+
+  submit (&fx, &w, NBD_CMD_BLOCK_STATUS, 0, 0, 4096, NULL);
+  Req b = srv_req (&fx, NULL);
+  srv_simple (&fx, b.cookie, 0, NULL, 0);
+  g_assert_cmpint (w_wait (&w), ==, EIO);
+  g_assert_cmpstr (w.extents->str, ==, "");
+  w_clear (&w);
+  assert_warned ("simple reply to block status");
+  fx_stop (&fx);
+}
+
 /* A transport failure with a salvage function hands requests back
  * untouched instead of failing them. */
 typedef struct {
@@ -835,6 +862,8 @@ main (int argc, char **argv)
                    test_status_past_end);
   g_test_add_func ("/nbdclient/conn/hostile/status-req-one",
                    test_status_req_one);
+  g_test_add_func ("/nbdclient/conn/hostile/simple-reply-to-block-status",
+                   test_simple_reply_to_block_status);
   g_test_add_func ("/nbdclient/conn/salvage", test_salvage);
   g_test_add_func ("/nbdclient/conn/eshutdown", test_eshutdown);
   return g_test_run ();
