@@ -364,6 +364,12 @@ conn_handle_simple (NbdConn *c, Death *d, const uint8_t *hdr)
     if (error == 0)
       RECV (c, d, req->cmd.buf, req->cmd.count, FALSE, "reading read data");
   }
+  /* "For a successful return, the server MUST use a structured reply,
+   * containing exactly one chunk of type NBD_REPLY_TYPE_BLOCK_STATUS"
+   * (NBD_CMD_BLOCK_STATUS): a simple "success" carries no extents. */
+  if (req->cmd.type == NBD_CMD_BLOCK_STATUS && error == 0)
+    return violation (d, "simple reply to block status (it must be a "
+                      "structured reply with the extents)");
   int err = error ? nbdc_errno_from_nbd (error) : 0;
   if (error && c->debug)
     g_debug ("%s: %s failed: server sent error %" G_GUINT32_FORMAT " (%s)",
