@@ -49,8 +49,22 @@ cat "$tmp/out2" "$tmp/err2"
 [ "$rc" = 1 ] || fail "expected failure without -R"
 grep -q 'check-pattern: error EIO' "$tmp/out2" || fail "no EIO without -R"
 
-# -R with a server that never comes back: gives up after the deadline.
+# -R with a server that never comes back: gives up after the deadline,
+# the waiting request fails with EIO.
+rm -f "$sock"
+start_nbdkit "$sock" file "$tmp/disk.img"
 start=$(date +%s)
-"$D" -k -R 2 -C 1 "$sock.gone" info 2>&1 && fail "connected to nothing?"
-[ $(( $(date +%s) - start )) -lt 10 ] || fail "took too long"
+"$D" -k -R 2 -C 1 "$sock" write-pattern 0 1M 4 sleep 1 check-pattern 0 1M 4 \
+  > "$tmp/out3" 2> "$tmp/err3" &
+dpid=$!
+cleanup_fn kill_pid "$dpid"
+wait_for grep -q '^ok' "$tmp/out3" || fail "write did not finish"
+kill_pid "$nbdkit_pid"
+rc=0
+wait "$dpid" || rc=$?
+cat "$tmp/out3" "$tmp/err3"
+[ "$rc" = 1 ] || fail "expected failure after the reconnect deadline"
+grep -q 'check-pattern: error EIO' "$tmp/out3" || fail "no EIO after deadline"
+grep -q 'could not reconnect' "$tmp/err3" || fail "no give-up line"
+[ $(( $(date +%s) - start )) -lt 20 ] || fail "took too long"
 echo OK

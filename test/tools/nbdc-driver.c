@@ -24,6 +24,7 @@
  *   rmw-race N OFF              N concurrent 1-byte writes at OFF..OFF+N-1,
  *                               read back and checked -> ok
  *   sleep SECS                  (for restart tests)
+ *   unlink FILE                 remove FILE (flips nbdkit error-file=)
  * A failing command prints "CMD: error ENAME: text" and, without -k, ends
  * the run with exit status 1 (with -k: carries on, exits 1 at the end).
  */
@@ -437,6 +438,14 @@ main (int argc, char **argv)
         g_free (got);
       }
       g_free (vals);
+    }
+    else if (!strcmp (cmd, "unlink")) {
+      NEED (1);
+      if (unlink (argv[++i]) != 0) {
+        perror (argv[i]);
+        return 2;
+      }
+      printf ("ok\n");
     }
     else if (!strcmp (cmd, "sleep")) {
       NEED (1);
