@@ -73,3 +73,18 @@ out=$("$NBDFS" --info "$sock4:whatever")
 echo "$out"
 grep -qx 'size: *4194304 (4.0 MiB)' <<<"$out" || fail "--info newstyle size"
 grep -qx 'handshake: *newstyle' <<<"$out" || fail "--info newstyle style"
+
+# IPv6 literal in a URI (only where the host has ::1).
+if python3 -c 'import socket; socket.socket(socket.AF_INET6).bind(("::1", 0))' 2>/dev/null
+then
+  port6=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET6); s.bind(("::1",0)); print(s.getsockname()[1])')
+  pidf6=$tmp/tcp6.pid
+  nbdkit -i ::1 -p "$port6" -P "$pidf6" memory 6M
+  wait_for test -s "$pidf6"
+  cleanup_fn kill_pid "$(cat "$pidf6")"
+  wait_for "$TOOLS/nbdc-open" "nbd://[::1]:$port6/"
+  out=$("$TOOLS/nbdc-open" "nbd://[::1]:$port6/")
+  grep -qx size=6291456 <<<"$out" || fail "ipv6 size"
+else
+  echo "no ::1 on this host: IPv6 part not run"
+fi
