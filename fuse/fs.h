@@ -64,6 +64,7 @@ typedef struct {
   /* The helper thread's queue (worker.c). */
   GAsyncQueue *jobs;
   GThread *worker;
+  gint stopping;              /* set before the stop job is queued */
 } NbdfsFs;
 
 /* ---- files.c: names and the export table ---- */

@@ -54,9 +54,18 @@ nbdfs_worker_stop (NbdfsFs *fs)
 {
   if (fs->worker == NULL)
     return;
+  g_atomic_int_set (&fs->stopping, TRUE);  /* scans stop re-queueing */
   nbdfs_worker_push (fs, NULL, NULL);
   g_thread_join (fs->worker);
   fs->worker = NULL;
+  /* A scan that re-queued itself just before it saw "stopping" sits
+   * behind the stop job: run it here (it will not re-queue again). */
+  Job *job;
+  while ((job = g_async_queue_try_pop (fs->jobs)) != NULL) {
+    if (job->fn)
+      job->fn (fs, job->data);
+    g_free (job);
+  }
   g_async_queue_unref (fs->jobs);
   fs->jobs = NULL;
 }
@@ -118,7 +127,9 @@ nbdfs_block_status_sync (NbdfsFile *f, uint64_t offset, uint64_t length,
 #define SCAN_INTERVAL_US (5 * G_USEC_PER_SEC)
 
 typedef struct {
+  NbdfsFile *file;
   uint64_t allocated;
+  uint64_t pos;               /* where the next query starts */
   uint64_t next;              /* end of the last extent seen */
 } ScanState;
 
@@ -131,33 +142,45 @@ scan_extent (void *opaque, uint64_t offset, uint64_t length, uint32_t flags)
   s->next = offset + length;
 }
 
+/* One query per job: a long scan re-queues itself behind whatever came
+ * in meanwhile, so an lseek never waits for a whole large export. */
 static void
 scan_job (NbdfsFs *fs, void *data)
 {
-  NbdfsFile *f = data;
-  ScanState s = { 0 };
-  uint64_t pos = 0;
+  ScanState *s = data;
+  NbdfsFile *f = s->file;
 
-  while (pos < f->exp.size) {
-    uint64_t len = MIN (f->exp.size - pos, STATUS_CHUNK);
-    s.next = pos;
-    int err = nbdfs_block_status_sync (f, pos, len, scan_extent, &s);
-    if (err || s.next <= pos) {
+  if (s->pos < f->exp.size) {
+    uint64_t len = MIN (f->exp.size - s->pos, STATUS_CHUNK);
+    s->next = s->pos;
+    int err = nbdfs_block_status_sync (f, s->pos, len, scan_extent, s);
+    if (err || s->next <= s->pos) {
       if (err && fs->debug)
         g_debug ("%s: allocation scan stopped at %" G_GUINT64_FORMAT ": %s",
-                 f->name, pos, g_strerror (err));
+                 f->name, s->pos, g_strerror (err));
       g_atomic_int_set (&f->scan_queued, 0);
+      g_free (s);
       return;                 /* keep what we had */
     }
-    pos = s.next;
+    s->pos = s->next;
+    if (s->pos < f->exp.size && !g_atomic_int_get (&fs->stopping)) {
+      nbdfs_worker_push (fs, scan_job, s);
+      return;
+    }
+    if (s->pos < f->exp.size) {
+      g_atomic_int_set (&f->scan_queued, 0);
+      g_free (s);
+      return;
+    }
   }
-  __atomic_store_n (&f->allocated, (gint64) s.allocated, __ATOMIC_RELAXED);
+  __atomic_store_n (&f->allocated, (gint64) s->allocated, __ATOMIC_RELAXED);
   __atomic_store_n (&f->allocated_at, g_get_monotonic_time (),
                     __ATOMIC_RELAXED);
   if (fs->debug)
     g_debug ("%s: %" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT
-             " bytes allocated", f->name, s.allocated, f->exp.size);
+             " bytes allocated", f->name, s->allocated, f->exp.size);
   g_atomic_int_set (&f->scan_queued, 0);
+  g_free (s);
 }
 
 void
@@ -170,5 +193,7 @@ nbdfs_allocation_refresh (NbdfsFs *fs, NbdfsFile *f)
     return;
   if (!g_atomic_int_compare_and_exchange (&f->scan_queued, 0, 1))
     return;
-  nbdfs_worker_push (fs, scan_job, f);
+  ScanState *s = g_new0 (ScanState, 1);
+  s->file = f;
+  nbdfs_worker_push (fs, scan_job, s);
 }

@@ -3,7 +3,9 @@
 # image: mkfs.ext4 on the nbdfs file, mount -o loop, copy a tree in,
 # unmount, re-mount through losetup --direct-io=on (O_DIRECT from the
 # loop driver), verify every checksum, add files, then unmount nbdfs,
-# mount it again and e2fsck the file system.
+# mount it again and e2fsck the file system. Then qemu-img as a user of
+# the file: convert a sparse raw image onto it (holes must become zeroes
+# over old data: fallocate/write zeroes) and from it to qcow2 (SEEK_DATA).
 # timeout: 120
 source "$SRCDIR/test/functions.sh"
 source "$SRCDIR/test/fuse-functions.sh"
@@ -54,5 +56,24 @@ mount -o loop,ro "$f" "$fsdir"
 (cd "$fsdir" && md5sum --quiet -c "$tmp/sums") || fail "checksums on a new mount"
 [ "$(md5sum < "$fsdir/tree/more")" = "$(cat "$tmp/more.sum")" ] || fail "added file"
 umount "$fsdir"
+stop_nbdfs "$mnt"
+
+# qemu-img onto and from the file.
+msock=$tmp/mem.sock
+start_nbdkit "$msock" memory 64M
+start_nbdfs "$mnt" "$msock"
+head -c 64M /dev/urandom > "$mnt/disk"                 # old data everywhere
+truncate -s 64M "$tmp/src.raw"
+dd if=/dev/urandom of="$tmp/src.raw" bs=64k count=3 seek=5 conv=notrunc status=none
+dd if=/dev/urandom of="$tmp/src.raw" bs=1M count=2 seek=40 conv=notrunc status=none
+qemu-img convert -n -f raw -O raw "$tmp/src.raw" "$mnt/disk"
+qemu-img compare -f raw -F raw "$tmp/src.raw" "$mnt/disk" || fail "qemu-img convert onto the file"
+cmp "$tmp/src.raw" <(dd if="$mnt/disk" iflag=direct bs=1M status=none) || fail "server data"
+qemu-img convert -f raw -O qcow2 "$mnt/disk" "$tmp/out.qcow2"
+qemu-img compare -f raw -F qcow2 "$tmp/src.raw" "$tmp/out.qcow2" || fail "qemu-img convert from the file"
+# The zeroed ranges were deallocated on the server (punch = write zeroes
+# that may trim) and skipped via SEEK_DATA: the qcow2 holds ~2.2 MiB.
+[ "$(stat -c %s "$tmp/out.qcow2")" -lt $((8 * 1024 * 1024)) ] ||
+  fail "qcow2 from the file is not sparse: $(stat -c %s "$tmp/out.qcow2") bytes"
 stop_nbdfs "$mnt"
 echo OK
