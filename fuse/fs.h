@@ -119,6 +119,14 @@ int nbdfs_loop_run (struct fuse_session *se);
  * request elsewhere. NULL: copy the payload instead. */
 void *nbdfs_loop_take_buffer (const void *data, size_t len);
 
+/* ---- reaper.c ---- */
+
+/* Starts the process that unmounts MOUNTPOINT if we die without doing it
+ * (non-root: fusermount3's auto_unmount cannot). Returns the fd to give to
+ * nbdfs_reaper_disarm at a clean exit, or -1. */
+int nbdfs_reaper_start (const char *mountpoint);
+void nbdfs_reaper_disarm (int fd);
+
 /* ---- tune.c ---- */
 
 /* Raises the readahead window of the mount (root only, best effort). */

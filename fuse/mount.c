@@ -290,6 +290,7 @@ serve (NbdfsCli *cli, const char *mountpoint, int *ready_fd, GError **error)
   struct fuse_session *se = NULL;
   gboolean nonempty, mounted = FALSE, pidfile_written = FALSE;
   gboolean handlers = FALSE;
+  int reaper = -1;
   g_autoptr (GPtrArray) argv = build_fuse_args (cli, &nonempty);
   struct fuse_args args = FUSE_ARGS_INIT (argv->len - 1,
                                           (char **) argv->pdata);
@@ -345,6 +346,8 @@ serve (NbdfsCli *cli, const char *mountpoint, int *ready_fd, GError **error)
     goto out;
   }
   mounted = TRUE;
+  if (getuid () != 0)
+    reaper = nbdfs_reaper_start (mountpoint);
   nbdfs_tune_readahead (mountpoint);
   if (cli->pidfile) {
     if (!write_pidfile (cli->pidfile, error))
@@ -373,6 +376,7 @@ serve (NbdfsCli *cli, const char *mountpoint, int *ready_fd, GError **error)
 out:
   if (mounted)
     fuse_session_unmount (se);
+  nbdfs_reaper_disarm (reaper);
   /* Every reply the kernel is owed goes out (or fails harmlessly after the
    * unmount) before the session and the pools go away. */
   nbdfs_req_drain (&fs);
