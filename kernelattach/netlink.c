@@ -115,6 +115,17 @@ on_ack (struct nl_msg *msg, void *arg)
   return NL_STOP;
 }
 
+/* A private copy of the socket's callbacks (nl_socket_get_cb takes a
+ * reference, which must be dropped). */
+static struct nl_cb *
+clone_cb (struct nl_sock *sk)
+{
+  struct nl_cb *orig = nl_socket_get_cb (sk);
+  struct nl_cb *cb = nl_cb_clone (orig);
+  nl_cb_put (orig);
+  return cb;
+}
+
 /* Sends msg (consumed) and waits for the kernel's ACK or error. Returns 0
  * or an errno. */
 static int
@@ -129,7 +140,7 @@ transact (NbdkNetlink *nl, struct nl_msg *msg,
   nlmsg_free (msg);
   if (r < 0)
     return EIO;
-  cb = nl_cb_clone (nl_socket_get_cb (nl->cmd));
+  cb = clone_cb (nl->cmd);
   if (cb == NULL)
     return ENOMEM;
   nl_cb_set (cb, NL_CB_VALID, NL_CB_CUSTOM, on_valid, &t);
@@ -419,7 +430,7 @@ int
 nbdk_nl_read_link_dead (NbdkNetlink *nl, int want, GError **error)
 {
   LinkDead ld = { .want = want };
-  struct nl_cb *cb = nl_cb_clone (nl_socket_get_cb (nl->events));
+  struct nl_cb *cb = clone_cb (nl->events);
   int r;
 
   if (cb == NULL) {
