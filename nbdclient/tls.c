@@ -160,14 +160,17 @@ nbdc_tls_config_merge_uri (NbdcTlsConfig *cfg, const NbdAddress *addr,
   return TRUE;
 }
 
+/* tls-type wins when given; else a PSK file means PSK. */
 static AuthKind
 config_kind (const NbdcTlsConfig *cfg)
 {
   if (cfg->type && strcmp (cfg->type, "anon") == 0)
     return AUTH_ANON;
-  if ((cfg->type && strcmp (cfg->type, "psk") == 0) || cfg->psk_file)
+  if (cfg->type && strcmp (cfg->type, "psk") == 0)
     return AUTH_PSK;
-  return AUTH_X509;
+  if (cfg->type && strcmp (cfg->type, "x509") == 0)
+    return AUTH_X509;
+  return cfg->psk_file ? AUTH_PSK : AUTH_X509;
 }
 
 /* ---- the session lock: fair (first come, first served) ---- */

@@ -664,6 +664,65 @@ test_partial_record_deadline (void)
   finish (&s, thread, t, fd);
 }
 
+/* URI query parameters fill what the command line left unset; the
+ * command line wins; tls-type is checked and chooses the method. */
+static void
+test_merge_uri (void)
+{
+  NbdAddress addr = { .tls_verify_peer = -1 };
+  NbdcTlsConfig cfg = { 0 };
+  g_autoptr (GError) error = NULL;
+
+  addr.tls_certificates = g_strdup ("/uri/pki");
+  addr.tls_hostname = g_strdup ("uri.example");
+  addr.tls_username = g_strdup ("alice");
+  cfg.hostname = g_strdup ("cli.example");
+  g_assert_true (nbdc_tls_config_merge_uri (&cfg, &addr, &error));
+  g_assert_cmpstr (cfg.certificates, ==, "/uri/pki");
+  g_assert_cmpstr (cfg.hostname, ==, "cli.example");
+  g_assert_cmpstr (cfg.username, ==, "alice");
+  g_assert_false (cfg.no_verify);
+  nbdc_tls_config_clear (&cfg);
+  nbdc_address_clear (&addr);
+
+  /* tls-verify-peer=0 */
+  NbdAddress a2 = { .tls_verify_peer = 0 };
+  NbdcTlsConfig c2 = { 0 };
+  g_assert_true (nbdc_tls_config_merge_uri (&c2, &a2, &error));
+  g_assert_true (c2.no_verify);
+
+  /* psk without a key file; both methods at once; an unknown type */
+  NbdAddress a3 = { .tls_verify_peer = -1, .tls_type = (char *) "psk" };
+  NbdcTlsConfig c3 = { 0 };
+  g_assert_false (nbdc_tls_config_merge_uri (&c3, &a3, &error));
+  g_assert_error (error, NBDFS_ERROR, NBDFS_ERROR_USAGE);
+  g_clear_error (&error);
+  nbdc_tls_config_clear (&c3);
+  NbdAddress a4 = { .tls_verify_peer = -1,
+                    .tls_psk_file = (char *) "/k.psk" };
+  NbdcTlsConfig c4 = { .certificates = g_strdup ("/pki") };
+  g_assert_false (nbdc_tls_config_merge_uri (&c4, &a4, &error));
+  g_assert_true (strstr (error->message, "not both") != NULL);
+  g_clear_error (&error);
+  nbdc_tls_config_clear (&c4);
+  NbdAddress a5 = { .tls_verify_peer = -1, .tls_type = (char *) "srp" };
+  NbdcTlsConfig c5 = { 0 };
+  g_assert_false (nbdc_tls_config_merge_uri (&c5, &a5, &error));
+  g_assert_true (strstr (error->message, "tls-type=srp") != NULL);
+  g_clear_error (&error);
+
+  /* copy carries every field */
+  NbdcTlsConfig src = { .certificates = (char *) "d", .psk_file = (char *) "f",
+                        .username = (char *) "u", .hostname = (char *) "h",
+                        .type = (char *) "psk", .no_verify = TRUE };
+  NbdcTlsConfig dst = { 0 };
+  nbdc_tls_config_copy (&dst, &src);
+  g_assert_cmpstr (dst.type, ==, "psk");
+  g_assert_cmpstr (dst.username, ==, "u");
+  g_assert_true (dst.no_verify);
+  nbdc_tls_config_clear (&dst);
+}
+
 static void
 setup_pki (void)
 {
@@ -713,6 +772,7 @@ main (int argc, char **argv)
     return g_test_run ();
   }
   setup_pki ();
+  g_test_add_func ("/nbdclient/tls/merge-uri", test_merge_uri);
   g_test_add_func ("/nbdclient/tls/x509-ok", test_x509_ok);
   g_test_add_func ("/nbdclient/tls/ip-literal", test_ip_literal);
   g_test_add_func ("/nbdclient/tls/unknown-ca", test_unknown_ca);
