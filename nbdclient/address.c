@@ -153,8 +153,9 @@ parse_short (const char *s, NbdAddress *addr, GError **error)
    * digits; users almost always mean a port, so say how to give one. */
   size_t digits = strspn (export, "0123456789");
   if (digits > 0 && (export[digits] == '\0' || export[digits] == ':'))
-    return bad (error, s, "\"%.*s\" looks like a port; to give a port use "
-                "nbd://HOST:%.*s/EXPORT", (int) digits, export,
+    return bad (error, s, "\"%.*s\" looks like a port; for a port write "
+                "nbd://HOST:%.*s/EXPORT, for an export of that name "
+                "nbd://HOST/%.*s", (int) digits, export, (int) digits, export,
                 (int) digits, export);
   addr->export_name = g_strdup (export);
   return check_export (s, export, strlen (export), error);
