@@ -106,8 +106,9 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
                      .data = data + 1, .size = size - 1 };
   GError *err = NULL;
   if (entry == 1 || entry == 2) {
+    /* NUL-terminated after socket_len bytes, as address.c makes them. */
     opts.addr.socket_path = g_memdup2 (abstract_name,
-                                       1 + strlen (abstract_name + 1));
+                                       2 + strlen (abstract_name + 1));
     opts.addr.socket_len = 1 + strlen (abstract_name + 1);
     fuzz_server_start (&srv);
     if (entry == 1) {

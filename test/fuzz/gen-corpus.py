@@ -225,4 +225,25 @@ conn = {
 }
 for name, data in conn.items():
     write("conn", name, data)
+# ---- pool: byte 0 = mode, 4 bytes size, [3 bytes block sizes], then one
+# decision byte per request (0x00-0x9f correct, 0xa0 error, 0xc0 wrong
+# cookie, 0xd0 shifted content, 0xe0 garbage + EOF, 0xf0 hang up) ----
+def size32(n):
+    return struct.pack(">I", n)
+
+pool = {
+    "structured": b"\x00" + size32(65536),
+    "simple": b"\x01" + size32(65536),
+    "no-meta": b"\x02" + size32(65536),
+    "fua-zeroes": b"\x0c" + size32(100000),
+    "bs-512": b"\x1c" + size32(65536) + bytes([9, 2, 5]),
+    "bs-4096": b"\x1c" + size32(200704) + bytes([12, 0, 3]),
+    "bs-8192-simple": b"\x11" + size32(65536) + bytes([13, 1, 0]),
+    "bs-max-from-input": b"\x30" + size32(65536) + bytes([0, 0]) + size32(4096),
+    "errors": b"\x1c" + size32(65536) + bytes([9, 0, 8]) + bytes([0x10, 0xa1, 5, 0xb4, 0x00, 0xa2, 0xb3] * 4),
+    "small-export": b"\x10" + size32(3000) + bytes([10, 0, 0]),
+    "hang-up": b"\x00" + size32(65536) + bytes([0x00, 0x00, 0xf0]),
+}
+for name, data in pool.items():
+    write("pool", name, data)
 print("wrote seeds under", out)
