@@ -296,6 +296,7 @@ nbdk_relay_start (void)
 {
   if (relay.wake_fd < 0 || relay.thread)
     return;
+  relay.stop = FALSE;
   relay.thread = g_thread_new ("tls-relay", relay_thread, NULL);
 }
 

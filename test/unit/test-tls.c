@@ -20,6 +20,7 @@
 #include <glib/gstdio.h>
 #include <gnutls/gnutls.h>
 
+#include "kernelattach/kernel.h"
 #include "nbdclient/error.h"
 #include "nbdclient/tls.h"
 
@@ -664,6 +665,89 @@ test_partial_record_deadline (void)
   finish (&s, thread, t, fd);
 }
 
+/* ---- the kernel-mode relay (kernelattach/relay.c), on the host ---- */
+
+#define RELAY_BYTES (32 * 1024 * 1024)
+
+static gpointer
+relay_writer (gpointer data)
+{
+  int fd = GPOINTER_TO_INT (data);
+  static guint8 buf[1 << 20];
+  for (guint64 off = 0; off < RELAY_BYTES; off += sizeof buf) {
+    for (size_t i = 0; i < sizeof buf; i++)
+      buf[i] = pattern_byte (off + i);
+    for (size_t done = 0; done < sizeof buf;) {
+      ssize_t w = write (fd, buf + done, sizeof buf - done);
+      g_assert_cmpint (w, >, 0);
+      done += w;
+    }
+  }
+  return NULL;
+}
+
+/* What the kernel would see: bytes written to its end of the socketpair
+ * reach the (echo) server through TLS, the answers come back in order;
+ * the kernel closing its end ends the relayed connection; a server that
+ * goes away shows as EOF on the kernel's end. */
+static void
+test_relay (void)
+{
+  Server s = { .cert_dir = pki, .echo = TRUE, .key_updates = TRUE };
+  NbdcTlsConfig cfg = { .certificates = pki };
+  g_autoptr (GError) error = NULL;
+  GThread *thread;
+  int fd;
+  NbdTransport *t = start (&s, &cfg, "localhost", &thread, &fd, &error);
+  g_assert_no_error (error);
+  int kfd = nbdk_relay_add (t, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (kfd, >=, 0);
+  g_assert_true (nbdk_relay_active ());
+  nbdk_relay_start ();
+
+  gint64 t0 = g_get_monotonic_time ();
+  GThread *wr = g_thread_new ("kernel-writer", relay_writer,
+                              GINT_TO_POINTER (kfd));
+  static guint8 buf[65536];
+  guint64 off = 0;
+  while (off < RELAY_BYTES) {
+    ssize_t n = read (kfd, buf, sizeof buf);
+    g_assert_cmpint (n, >, 0);
+    for (ssize_t i = 0; i < n; i++)
+      if (buf[i] != pattern_byte (off + i))
+        g_error ("relayed byte %" G_GUINT64_FORMAT " differs", off + i);
+    off += n;
+  }
+  g_thread_join (wr);
+  gint64 us = g_get_monotonic_time () - t0;
+  g_test_message ("relayed %d MiB each way in %.2f s (%.0f MiB/s), "
+                  "%d key updates", RELAY_BYTES >> 20, us / 1e6,
+                  (RELAY_BYTES >> 20) / (us / 1e6), s.key_updates_done);
+
+  /* The kernel closes its end: the relay closes the TLS session. */
+  close (kfd);
+  nbdk_relay_wait_idle ();
+  g_assert_false (nbdk_relay_active ());
+  g_thread_join (thread);   /* the echo server saw the end of the session */
+  g_assert_cmpuint (s.echoed, ==, RELAY_BYTES);
+  close (s.fd);
+
+  /* The server goes away: the kernel's end reads EOF. */
+  Server s2 = { .cert_dir = pki };
+  t = start (&s2, &cfg, "localhost", &thread, &fd, &error);
+  g_assert_no_error (error);
+  kfd = nbdk_relay_add (t, &error);
+  g_assert_no_error (error);
+  g_thread_join (thread);   /* no echo: the server shuts its end at once */
+  char c;
+  g_assert_cmpint (read (kfd, &c, 1), ==, 0);
+  nbdk_relay_wait_idle ();
+  close (kfd);
+  close (s2.fd);
+  nbdk_relay_stop ();
+}
+
 /* URI query parameters fill what the command line left unset; the
  * command line wins; tls-type is checked and chooses the method. */
 static void
@@ -773,6 +857,7 @@ main (int argc, char **argv)
   }
   setup_pki ();
   g_test_add_func ("/nbdclient/tls/merge-uri", test_merge_uri);
+  g_test_add_func ("/kernelattach/relay", test_relay);
   g_test_add_func ("/nbdclient/tls/x509-ok", test_x509_ok);
   g_test_add_func ("/nbdclient/tls/ip-literal", test_ip_literal);
   g_test_add_func ("/nbdclient/tls/unknown-ca", test_unknown_ca);
