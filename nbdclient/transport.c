@@ -111,21 +111,26 @@ nbdc_transport_shutdown (NbdTransport *t)
 }
 
 /* Waits until fd is ready for events or the deadline passes. Returns 0,
- * ETIMEDOUT, or an errno. TLS transports with buffered bytes never wait. */
+ * ETIMEDOUT, or an errno. TLS transports with buffered bytes never wait.
+ * Without a deadline we let the (blocking) I/O call wait, unless it just
+ * said EAGAIN (again = TRUE): then poll without a limit, never spin. */
 static int
-wait_ready (NbdTransport *t, short events, gint64 deadline)
+wait_ready (NbdTransport *t, short events, gint64 deadline, gboolean again)
 {
-  if (deadline == 0)
+  if (deadline == 0 && !again)
     return 0;
   if ((events & POLLIN) && t->ops->pending && t->ops->pending (t))
     return 0;
   for (;;) {
-    gint64 left = deadline - g_get_monotonic_time ();
-    if (left <= 0)
-      return ETIMEDOUT;
+    int ms = -1;
+    if (deadline) {
+      gint64 left = deadline - g_get_monotonic_time ();
+      if (left <= 0)
+        return ETIMEDOUT;
+      /* Round up so we never spin on a sub-millisecond remainder. */
+      ms = (int) MIN ((left + 999) / 1000, G_MAXINT);
+    }
     struct pollfd pfd = { .fd = t->fd, .events = events };
-    /* Round up so we never spin on a sub-millisecond remainder. */
-    int ms = (int) MIN ((left + 999) / 1000, G_MAXINT);
     int r = poll (&pfd, 1, ms);
     if (r > 0)
       return 0;   /* readable, writable, or HUP/ERR: the I/O call says */
@@ -150,13 +155,15 @@ nbdc_read_full (NbdTransport *t, void *buf, size_t len, gint64 deadline,
                 const char *what, GError **error)
 {
   char *p = buf;
+  gboolean again = FALSE;
   while (len > 0) {
-    int err = wait_ready (t, POLLIN, deadline);
+    int err = wait_ready (t, POLLIN, deadline, again);
     if (err) {
       set_io_error (error, err, "while", what);
       return FALSE;
     }
     ssize_t r = t->ops->recv (t, p, len);
+    again = r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
     if (r == 0) {
       g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_PROTOCOL,
                    "server closed the connection while %s", what);
@@ -179,13 +186,15 @@ nbdc_write_full (NbdTransport *t, const void *buf, size_t len,
                  gint64 deadline, const char *what, GError **error)
 {
   const char *p = buf;
+  gboolean again = FALSE;
   while (len > 0) {
-    int err = wait_ready (t, POLLOUT, deadline);
+    int err = wait_ready (t, POLLOUT, deadline, again);
     if (err) {
       set_io_error (error, err, "while", what);
       return FALSE;
     }
     ssize_t r = t->ops->send (t, p, len);
+    again = r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
     if (r < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
         continue;
@@ -216,11 +225,13 @@ int
 nbdc_recv_all (NbdTransport *t, void *buf, size_t len, gint64 deadline)
 {
   char *p = buf;
+  gboolean again = FALSE;
   while (len > 0) {
-    int err = wait_ready (t, POLLIN, deadline);
+    int err = wait_ready (t, POLLIN, deadline, again);
     if (err)
       return err;
     ssize_t r = t->ops->recv (t, p, len);
+    again = r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
     if (r == 0)
       return ECONNRESET;
     if (r < 0) {
