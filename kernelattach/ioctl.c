@@ -97,6 +97,13 @@ nbdk_ioctl_do_it (int devfd)
   return err;
 }
 
+void
+nbdk_ioctl_request_disconnect (int devfd)
+{
+  if (ioctl (devfd, NBD_DISCONNECT) < 0)
+    g_warning ("NBD_DISCONNECT: %s", g_strerror (errno));
+}
+
 gboolean
 nbdk_ioctl_disconnect (int index, GError **error)
 {

@@ -124,6 +124,8 @@ int nbdk_ioctl_setup (const NbdkAttach *a, GError **error);
 /* NBD_DO_IT: blocks until the device is disconnected; then clears the
  * queue and sockets. Returns 0 or an errno. */
 int nbdk_ioctl_do_it (int devfd);
+/* NBD_DISCONNECT on a device fd we hold (NBD_DO_IT then returns). */
+void nbdk_ioctl_request_disconnect (int devfd);
 /* NBD_DISCONNECT (+ NBD_CLEAR_SOCK) on /dev/nbdN. */
 gboolean nbdk_ioctl_disconnect (int index, GError **error);
 

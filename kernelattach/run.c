@@ -24,6 +24,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -253,6 +254,27 @@ on_stop_signal (int sig)
   stop_signal = sig;
 }
 
+/* In the NBD_DO_IT process: SIGINT/SIGTERM disconnect the device. */
+static gpointer
+stop_thread (gpointer data)
+{
+  int devfd = GPOINTER_TO_INT (data);
+  sigset_t stop;
+  int sig;
+
+  sigemptyset (&stop);
+  sigaddset (&stop, SIGINT);
+  sigaddset (&stop, SIGTERM);
+  sigaddset (&stop, SIGHUP);
+  for (;;) {
+    if (sigwait (&stop, &sig) != 0 || sig == SIGHUP)
+      continue;
+    g_debug ("signal %d: disconnecting", sig);
+    nbdk_ioctl_request_disconnect (devfd);
+  }
+  return NULL;
+}
+
 static int
 run_ioctl (NbdfsCli *cli, NbdkAttach *a, int *fds, GError **error)
 {
@@ -272,10 +294,21 @@ run_ioctl (NbdfsCli *cli, NbdkAttach *a, int *fds, GError **error)
   }
   if (child == 0) {
     /* The process that owns the device: NBD_DO_IT returns only when the
-     * device is disconnected (or this process is killed). */
+     * device is disconnected. A signal that interrupted it would tear the
+     * device down without telling the server (the driver's
+     * wait_event_interruptible), so SIGINT/SIGTERM are blocked in every
+     * thread and a helper thread turns them into NBD_DISCONNECT. */
+    sigset_t stop;
+    sigemptyset (&stop);
+    sigaddset (&stop, SIGINT);
+    sigaddset (&stop, SIGTERM);
+    sigaddset (&stop, SIGHUP);
+    pthread_sigmask (SIG_BLOCK, &stop, NULL);
     close_fds (fds, a->n_fds);
     if (!cli->foreground)
       detach_stdio ();
+    g_thread_unref (g_thread_new ("stop", stop_thread,
+                                  GINT_TO_POINTER (devfd)));
     nbdk_relay_start ();    /* TLS: this process relays too */
     int r = nbdk_ioctl_do_it (devfd);
     nbdk_relay_stop ();
@@ -319,7 +352,8 @@ run_ioctl (NbdfsCli *cli, NbdkAttach *a, int *fds, GError **error)
   if (!cli->foreground)
     return 0;
 
-  /* -f: stay until the device goes away; SIGINT/SIGTERM detach it. */
+  /* -f: stay until the device goes away; SIGINT/SIGTERM detach it (the
+   * child does the NBD_DISCONNECT). */
   struct sigaction sa = { .sa_handler = on_stop_signal };
   sigemptyset (&sa.sa_mask);
   sigaction (SIGINT, &sa, NULL);
@@ -331,10 +365,8 @@ run_ioctl (NbdfsCli *cli, NbdkAttach *a, int *fds, GError **error)
     if (errno != EINTR)
       break;
     if (stop_signal && !asked) {
-      g_autoptr (GError) e = NULL;
       asked = TRUE;
-      if (!nbdk_ioctl_disconnect (a->index, &e))
-        g_warning ("%s", e->message);
+      kill (child, SIGTERM);
     }
   }
   nbdk_state_remove (a->index);
