@@ -18,6 +18,7 @@ requires md5sum --version
 pki=$tmp/pki
 bash "$SRCDIR/scripts/make-pki.sh" "$pki"
 bash "$SRCDIR/scripts/make-psk.sh" "$tmp/keys.psk" alice
+bash "$SRCDIR/scripts/make-psk.sh" "$tmp/keys.psk"        # our login name
 bash "$SRCDIR/scripts/make-psk.sh" "$tmp/other.psk" alice   # another key
 bash "$SRCDIR/scripts/make-psk.sh" "$tmp/other.psk" mallory
 head -c 3M /dev/urandom > "$tmp/data"
@@ -97,6 +98,9 @@ expect_fail_with '^nbdfs: .*the server requires TLS: use nbds:// or --tls=requir
 expect_status 1 "$NBDFS" --info "$sock" --tls=off
 expect_fail_with 'the server requires TLS: use nbds:// or --tls=require' \
   "$NBDFS" --list "$sock" --tls=off
+# No --tls-certificates: the system's trusted CAs, which do not know ours.
+expect_fail_with "signed by an unknown CA .*verified against the system's trusted CAs" \
+  "$NBDFS" --info "$uri"
 expect_fail_with 'ca-cert.pem is missing' \
   "$NBDFS" --info "$uri" --tls-certificates "$tmp"
 expect_fail_with 'tls-certificates.*not a directory' \
@@ -151,6 +155,9 @@ start_nbdkit "$sock5" --tls=require --tls-psk="$tmp/keys.psk" memory 64M
 puri="nbds+unix:///?socket=$sock5"
 "$NBDFS" --info "$puri" --tls-psk-file "$tmp/keys.psk" --tls-username alice \
   | grep -qx 'TLS: *yes' || fail "PSK --info"
+# No --tls-username: the login name.
+"$NBDFS" --info "$puri" --tls-psk-file "$tmp/keys.psk" \
+  | grep -qx 'TLS: *yes' || fail "PSK with the default user name"
 # The user name from the URI's userinfo, the key file from the query.
 "$NBDFS" --info "nbds+unix://alice@/?socket=$sock5&tls-psk-file=$tmp/keys.psk" \
   | grep -qx 'TLS: *yes' || fail "PSK from the URI"
