@@ -276,9 +276,13 @@ parse_uri (const char *s, const char *scheme_end, NbdAddress *addr,
       if (close == NULL)
         return bad (error, s, "missing ']' after the IPv6 address");
       *close = '\0';
-      if (!valid_v6 (hostport + 1))
+      /* RFC 6874: a zone is written %25eth0 inside the brackets. */
+      size_t vlen;
+      g_autofree char *v6 = pct_decode (hostport + 1, strlen (hostport + 1),
+                                        &vlen);
+      if (v6 == NULL || vlen != strlen (v6) || !valid_v6 (v6))
         return bad (error, s, "\"%s\" is not an IPv6 address", hostport + 1);
-      addr->host = g_strdup (hostport + 1);
+      addr->host = g_steal_pointer (&v6);
       if (close[1] == ':')
         port = close + 2;
       else if (close[1] != '\0')

@@ -41,6 +41,8 @@ static const Good good[] = {
   { "NBD://Example.com:1234", "Example.com", "1234", NULL, "", 0, 0, NULL },
   { "nbd://[::1]:1234/x", "::1", "1234", NULL, "x", 0, 0, "[::1]:1234" },
   { "nbd://[2001:db8::1]/", "2001:db8::1", "10809", NULL, "", 0, 0, NULL },
+  { "nbd://[fe80::1%25eth0]:99/d", "fe80::1%eth0", "99", NULL, "d", 0, 0,
+    NULL },
   { "nbds://example.com/x", "example.com", "10809", NULL, "x", 0,
     NBDC_TLS_REQUIRE, NULL },
   { "nbd+unix:///disk?socket=/tmp/s", NULL, NULL, "/tmp/s", "disk", 0, 0,
