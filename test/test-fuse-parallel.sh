@@ -16,6 +16,9 @@ sock=$tmp/sock
 start_nbdkit "$sock" memory 128M
 start_nbdfs "$mnt" "$sock" -C 4
 f=$mnt/disk
+# fio writes *-verify.state files into the current directory: keep them in
+# $tmp (and not in the source tree).
+cd "$tmp"
 
 fio_common=(--filename="$f" --ioengine=libaio --direct=1 --iodepth=32
             --numjobs=4 --size=32M --offset_increment=32M --verify=crc32c
