@@ -266,14 +266,14 @@ t_persist() {
     done ) &
   writer=$!
   WAIT_SECS=120 wait_for test -s "$tmp/progress"
-  wait_for sh -c "[ \$(cat $tmp/progress) -ge 3 ]"
+  WAIT_SECS=120 wait_for sh -c "[ \$(cat $tmp/progress) -ge 3 ]"
   kill -9 "$k1"
   rm -f "$tmp/sock"
   nbdkit -U "$tmp/sock" -P "$tmp/wrong.pid" memory 16M
   wait_for test -s "$tmp/wrong.pid"
   wrong=$(cat "$tmp/wrong.pid")
   cleanup_fn kill_pid "$wrong"
-  WAIT_SECS=30 wait_for grep -q "size changed" "$tmp/persist.log"
+  WAIT_SECS=60 wait_for grep -q "size changed" "$tmp/persist.log"
   kill -9 "$wrong"
   rm -f "$tmp/sock"
   nbdkit -U "$tmp/sock" -P "$tmp/k2.pid" file "$tmp/disk.img"

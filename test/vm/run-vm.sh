@@ -6,9 +6,10 @@
 #   test/vm/run-vm.sh GUEST-SCRIPT [EXTRA-FILE...]
 #
 # The guest script (busybox ash) sources /test/guest-lib.sh and runs its
-# scenarios with vm_run; extra files land next to it in /test/. The console
-# is copied to stdout and to $BUILD/vm/console.log. Exit status: 0 if the
-# guest booted, finished, and every scenario passed (SKIPs allowed), else 1.
+# scenarios with vm_run; extra files land next to it in /test/. The
+# console is copied to stdout and to $BUILD/vm/console-GUEST.log. Exit
+# status: 0 if the guest booted, finished, and every scenario passed (SKIPs
+# allowed), else 1.
 #
 # Environment: BUILD (default ./build), NBDFS (default $BUILD/nbdfs; copied
 # into the guest as /usr/bin/nbdfs), VM_KVER (kernel version; default: the
@@ -88,7 +89,7 @@ for f in "$@"; do cp "$f" "$run/root/test/"; done
 cat "$base" "$run/overlay.cpio.gz" > "$run/initrd.cpio.gz"
 
 # ---- boot ----
-log=$vmdir/console.log
+log=$vmdir/console-$(basename "$guest" .sh).log
 start=$(date +%s.%N)
 rc=0
 # -nodefaults: no NIC, no VGA; the guest only needs loopback.
