@@ -47,7 +47,9 @@ append_json (GString *out, const NbdExport *exp, GPtrArray *contexts)
                                             NBD_MAX_STRING);
   g_autofree char *words = nbdc_eflags_to_string (exp->eflags);
   g_string_append (out, "{\n  \"export\": ");
-  nbdfs_json_append_string (out, name);
+  nbdfs_json_append_string (out, nbdfs_json_can_carry (exp->name,
+                                                       strlen (exp->name))
+                            ? exp->name : name);
   if (exp->canonical_name) {
     g_string_append (out, ",\n  \"canonical_name\": ");
     nbdfs_json_append_string (out, exp->canonical_name);

@@ -18,8 +18,15 @@ nbdfs_cmd_list (NbdfsCli *cli, GError **error)
     for (guint i = 0; i < entries->len; i++) {
       NbdExportEntry *e = entries->pdata[i];
       g_string_append (out, i ? ",\n  {" : "\n  {");
+      /* The exact name when JSON can carry it (so a script can open the
+       * export by it); else the escaped one, flagged. */
       g_string_append (out, "\"name\": ");
-      nbdfs_json_append_string (out, e->name);
+      if (nbdfs_json_can_carry (e->raw_name, e->raw_name_len))
+        nbdfs_json_append_string (out, e->raw_name);
+      else {
+        nbdfs_json_append_string (out, e->name);
+        g_string_append (out, ", \"name_escaped\": true");
+      }
       g_string_append (out, ", \"description\": ");
       nbdfs_json_append_string (out, e->description);
       g_string_append (out, "}");

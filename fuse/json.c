@@ -27,3 +27,10 @@ nbdfs_json_append_string (GString *out, const char *s)
   }
   g_string_append_c (out, '"');
 }
+
+gboolean
+nbdfs_json_can_carry (const char *s, size_t len)
+{
+  /* g_utf8_validate with a length fails on an embedded NUL. */
+  return s != NULL && g_utf8_validate (s, len, NULL);
+}

@@ -9,4 +9,8 @@
  * not valid UTF-8 become U+FFFD, so the output is always valid JSON. */
 void nbdfs_json_append_string (GString *out, const char *s);
 
+/* TRUE if s[0..len) is valid UTF-8 without NUL, i.e. JSON can carry it
+ * exactly. */
+gboolean nbdfs_json_can_carry (const char *s, size_t len);
+
 #endif

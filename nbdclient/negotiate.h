@@ -80,6 +80,11 @@ NbdTransport *nbdc_open (const NbdcOptions *opts, NbdExport *exp,
 typedef struct {
   char *name;                 /* escaped for printing */
   char *description;          /* escaped; "" if none */
+  /* The name exactly as the server sent it (NUL-terminated for
+   * convenience; may hold any bytes): what to put in opts->addr.export_name
+   * to open this export. */
+  char *raw_name;
+  size_t raw_name_len;
 } NbdExportEntry;
 
 /* NBD_OPT_LIST: fills *entries (GPtrArray of NbdExportEntry, owns them). */

@@ -18,6 +18,7 @@ nbdc_export_entry_free (gpointer p)
     return;
   g_free (e->name);
   g_free (e->description);
+  g_free (e->raw_name);
   g_free (e);
 }
 
@@ -49,6 +50,10 @@ nbdc_opt_list (NbdcHandshake *h, GPtrArray *entries, GError **error)
       }
       NbdExportEntry *e = g_new0 (NbdExportEntry, 1);
       e->name = nbdc_escape_text (r.data + 4, nlen, NBD_MAX_STRING);
+      e->raw_name = g_malloc (nlen + 1);
+      memcpy (e->raw_name, r.data + 4, nlen);
+      e->raw_name[nlen] = '\0';
+      e->raw_name_len = nlen;
       e->description = nbdc_escape_text (r.data + 4 + nlen,
                                          r.len - 4 - nlen, NBD_MAX_STRING);
       g_debug ("export \"%s\" (%s)", e->name, e->description);

@@ -85,6 +85,28 @@ expect_fail_with 'no export named "gamma".*exports on the server: "alpha", "beta
 out=$("$NBDFS" --info "$sock:gamma" 2>&1) && fail "missing export succeeded"
 [ "$(wc -l <<<"$out")" = 1 ] || fail "missing export: more than one line"
 
+# ---- awkward names: text output escapes them (one line per export),
+# JSON carries them exactly, so a script can open what it listed ----
+wsock=$tmp/weird.sock
+tab=$(printf 'tab\there')
+start_nbdkit "$wsock" --filter=exportname memory 1M 'exportname=a"b\c' \
+  "exportname=$tab" exportname=ünï exportname-list=explicit \
+  exportdesc=fixed:"$(printf 'd\001e')"
+out=$("$NBDFS" --list "$wsock")
+echo "$out"
+[ "$out" = "$(printf '%s\t%s\n' 'a"b\\c' 'd\x01e' 'tab\there' 'd\x01e' \
+                       'ünï' 'd\x01e')" ] || fail "escaped --list"
+"$NBDFS" --list --json "$wsock" > "$tmp/weird.json"
+python3 - "$tmp/weird.json" "$tab" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert [e["name"] for e in j] == ['a"b\\c', sys.argv[2], "ünï"], j
+assert all(e["description"] == "d\\x01e" for e in j), j
+PY
+"$NBDFS" --info --json "nbd+unix:///a%22b%5Cc?socket=$wsock" > "$tmp/w.json"
+[ "$(json_get "$tmp/w.json" 'j["export"] == "a\x22b\x5cc" and j["size"]')" = 1048576 ] \
+  || fail "--info --json of an awkward name"
+
 # ---- nbdkit --no-sr: no structured replies, so no contexts ----
 sock2=$tmp/nosr.sock
 start_nbdkit "$sock2" --no-sr memory 2M
