@@ -51,6 +51,8 @@
 /* sendv hands gnutls at most this much per call while corked, so header and
  * payload share records without copying a whole 32 MiB write at once. */
 #define SENDV_CHUNK (256 * 1024)
+/* Event-loop mode: how long a send may wait for room (see the push). */
+#define SEND_STALL_MS (60 * 1000)
 /* Ciphertext is drained from the socket RX_CHUNK at a time. */
 #define RX_CHUNK (256 * 1024)
 /* tls_recv waits at most this long for ciphertext (or a sender's wake-up)
@@ -367,9 +369,21 @@ tls_vec_push (gnutls_transport_ptr_t ptr, const giovec_t *iov, int iovcnt)
     (void) rx_available (p, &ended);
     struct pollfd pfd = { .fd = p->fd,
                           .events = POLLOUT | (ended ? 0 : POLLIN) };
-    if (poll (&pfd, 1, -1) < 0 && errno != EINTR) {
+    /* In event-loop mode one stalled server would stall every connection
+     * of the relay: a server that takes nothing for SEND_STALL_MS loses
+     * its connection (the kernel then sees a dead link). */
+    int pr = poll (&pfd, 1, p->single_thread ? SEND_STALL_MS : -1);
+    if (pr < 0 && errno != EINTR) {
       p->push_errno = errno;
       gnutls_transport_set_errno (p->session, errno);
+      return -1;
+    }
+    if (pr == 0) {
+      g_debug ("TLS: the server took nothing for %d s; giving up",
+               SEND_STALL_MS / 1000);
+      p->push_errno = ETIMEDOUT;
+      gnutls_transport_set_errno (p->session, ETIMEDOUT);
+      errno = ETIMEDOUT;
       return -1;
     }
     if (pfd.revents & POLLIN)

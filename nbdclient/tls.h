@@ -50,7 +50,9 @@ NbdTransport *nbdc_tls_start (int fd, const NbdcTlsConfig *cfg,
  * buffered (then wait for POLLIN on t->fd, but call recv first whenever
  * ops->pending says TRUE: a send may have drained the socket). send still
  * blocks until written, but drains incoming ciphertext meanwhile, so two
- * peers writing at each other cannot deadlock. */
+ * peers writing at each other cannot deadlock; a server that takes nothing
+ * for 60 s makes it fail with ETIMEDOUT (one stalled server must not stall
+ * the other connections of the loop for ever). */
 void nbdc_tls_set_single_thread (NbdTransport *t);
 
 #endif
