@@ -24,13 +24,19 @@ start_nbdfs() {
   fail "nbdfs did not mount $mnt within 20 s"
 }
 
+# A FUSE mount of another user (no allow_other) refuses even root's stat,
+# so cleanups ask /proc/mounts rather than mountpoint(1).
+_fuse_mounted() { grep -q " $1 fuse" /proc/mounts; }
+
 _cleanup_nbdfs() {
   local mnt=$1 pid=$2
-  if mountpoint -q "$mnt"; then
+  if _fuse_mounted "$mnt"; then
     fusermount3 -u "$mnt" 2>/dev/null || fusermount3 -uz "$mnt" 2>/dev/null
   fi
   kill_pid "$pid"
-  mountpoint -q "$mnt" && fusermount3 -uz "$mnt"
+  if _fuse_mounted "$mnt"; then
+    fusermount3 -uz "$mnt" 2>/dev/null || umount -l "$mnt"
+  fi
   return 0
 }
 
