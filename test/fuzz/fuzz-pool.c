@@ -378,6 +378,10 @@ serve (gpointer data)
     case 10:                  /* an error, simple or chunk */
     case 11: {
       uint32_t err = d & 1 ? fz32 (&s->fz) : (uint32_t[]) { 1, 5, 12, 22, 28, 95, 108 }[d % 7];
+      /* Error 0 would be a success without its data: the client would
+       * rightly wait for the data, and this server for the next request. */
+      if (err == 0)
+        err = NBD_EIO;
       if (d >> 4 == 11 && s->structured) {
         char msg[3] = "e\n\x1b";
         struct nbd_structured_reply_error e = {
@@ -491,7 +495,9 @@ run_once (const uint8_t *data, size_t size, uint8_t fill, Run *run)
   size_t alen = 1 + strlen (abstract_name + 1);
   opts.addr.socket_path = g_memdup2 (abstract_name, alen + 1);  /* NUL-terminated, as address.c makes them */
   opts.addr.socket_len = alen;
-  NbdcPoolConfig cfg = { .connections = 1 };
+  /* The timeout is only a backstop: this server never stops mid-reply
+   * without hanging up, and a request nbdfs lost would not time out. */
+  NbdcPoolConfig cfg = { .connections = 1, .request_timeout = 10 };
   NbdExport exp = { 0 };
   GError *err = NULL;
   memset (run, 0, sizeof *run);
