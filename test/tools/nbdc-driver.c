@@ -251,6 +251,8 @@ main (int argc, char **argv)
   GError *error = NULL;
   if (!nbdc_address_parse (argv[optind], &opts.addr, &error)) {
     fprintf (stderr, "nbdc-driver: %s\n", error->message);
+    g_error_free (error);
+    nbdc_options_clear (&opts);
     return 2;
   }
   opts.tls = opts.addr.tls == NBDC_TLS_REQUIRE ? NBDC_TLS_REQUIRE
@@ -258,7 +260,10 @@ main (int argc, char **argv)
   NbdExport exp = { 0 };
   pool = nbdc_pool_open (&opts, &cfg, &exp, &error);
   if (!pool) {
+    /* Freed so valgrind runs of the tests show only real leaks. */
     fprintf (stderr, "nbdc-driver: %s\n", error->message);
+    g_error_free (error);
+    nbdc_options_clear (&opts);
     return 1;
   }
 
