@@ -62,7 +62,7 @@ run_unit() {
     echo "FAIL: $name (exit $rc, $f failed case(s)); last lines of $log:"
     tail -n 30 "$log" | sed 's/^/    /'
   else
-    echo "PASS: $name ($p cases${s:+, $s skipped})"
+    if [ "$s" -gt 0 ]; then echo "PASS: $name ($p cases, $s skipped)"; else echo "PASS: $name ($p cases)"; fi
   fi
 }
 
