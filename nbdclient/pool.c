@@ -135,8 +135,12 @@ pool_pick (NbdPool *pool)
 static void
 pool_send_on (NbdPool *pool, unsigned i, const NbdcCmd *cmd)
 {
-  if (cmd->type == NBD_CMD_WRITE || cmd->type == NBD_CMD_WRITE_ZEROES
-      || cmd->type == NBD_CMD_TRIM) {
+  /* A command sent with FUA is persisted before its reply (nbd-proto.md,
+   * "Command flags"), so it leaves nothing for a later flush: O_DSYNC
+   * writes followed by fsync then cost one round trip, not two. */
+  if ((cmd->type == NBD_CMD_WRITE || cmd->type == NBD_CMD_WRITE_ZEROES
+       || cmd->type == NBD_CMD_TRIM)
+      && !(cmd->flags & NBD_CMD_FLAG_FUA)) {
     WriteTrack *w = g_new (WriteTrack, 1);
     *w = (WriteTrack) { pool, i, cmd->done, cmd->opaque };
     NbdcCmd c = *cmd;
@@ -565,11 +569,28 @@ nbdc_pool_open (const NbdcOptions *opts, const NbdcPoolConfig *cfg,
   pool->conns[0] = pool_conn_new (pool, t, &first, 0);
   pool->n = 1;
 
+  /* Extra connections are an optimisation when the user did not ask for
+   * a number: a server may advertise CAN_MULTI_CONN and still cap its
+   * clients (qemu-nbd --shared=2 leaves the third connection unanswered
+   * in its listen queue), so give each one a short deadline and carry on
+   * with what we have. An explicit -C N is a request: fail instead. */
+  NbdcOptions extra_opts = *opts;
+  if (cfg->connections == 0
+      && (extra_opts.handshake_timeout == 0
+          || extra_opts.handshake_timeout > 5))
+    extra_opts.handshake_timeout = 5;
   for (unsigned i = 1; i < n; i++) {
     NbdExport e = { 0 };
-    t = nbdc_open (opts, &e, error);
+    g_autoptr (GError) extra_error = NULL;
+    t = nbdc_open (&extra_opts, &e, &extra_error);
+    if (!t && cfg->connections == 0) {
+      g_warning ("using %u connection%s: connection %u of %u failed: %s",
+                 i, i == 1 ? "" : "s", i + 1, n, extra_error->message);
+      break;
+    }
     if (!t) {
-      g_prefix_error (error, "opening connection %u of %u: ", i + 1, n);
+      g_propagate_prefixed_error (error, g_steal_pointer (&extra_error),
+                                  "opening connection %u of %u: ", i + 1, n);
       pool_free (pool);
       return NULL;
     }

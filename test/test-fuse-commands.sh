@@ -54,6 +54,11 @@ dd if="$tmp/data" of="$f" bs=4k count=8 oflag=dsync,direct conv=notrunc status=n
 since | grep ' Write ' > "$tmp/w.log"
 [ "$(grep -c 'fua=1' "$tmp/w.log")" -ge 8 ] || fail "O_DSYNC writes without FUA"
 ! grep -q 'fua=0' "$tmp/w.log" || fail "an O_DSYNC write went without FUA"
+# A FUA write is persisted when answered: the fsync the kernel sends after
+# each O_DSYNC write finds nothing to flush, so no Flush goes out.
+if since | grep -q ' Flush '; then
+  fail "O_DSYNC (FUA) writes were followed by a needless Flush"
+fi
 # pwritev2(RWF_DSYNC) on a plain descriptor -> FUA as well.
 mark
 python3 -c "

@@ -63,6 +63,23 @@ kill_pid "$qemu_nbd_pid"
 qemu-img convert -f qcow2 -O raw "$img" "$tmp/raw.img"
 cmp "$tmp/raw.img" "$tmp/copy.img" || fail "image differs"
 
+# A server that advertises multi-conn but serves fewer clients than we
+# would open by default (qemu-nbd --shared=2 leaves the third connection
+# unanswered): the default pool carries on with 2 connections and says so;
+# an explicit -C 4 fails with a message naming the connection.
+sock3=$tmp/sock3
+start_qemu_nbd "$sock3" -f qcow2 -x disk --shared=2 --persistent "$img"
+uri3="nbd+unix:///disk?socket=$sock3"
+out=$("$D" "$uri3" info write-pattern 7777 4096 9 check-pattern 7777 4096 9 \
+      2> "$tmp/degrade.err")
+cat "$tmp/degrade.err"
+echo "$out"
+grep -q 'connections=2 ' <<<"$out" || fail "expected to go on with 2 connections"
+[ "$(grep -c '^ok' <<<"$out")" = 2 ] || fail "I/O over the degraded pool"
+grep -q 'using 2 connections: connection 3 of 4 failed' "$tmp/degrade.err" \
+  || fail "no warning about the missing connections"
+kill_pid "$qemu_nbd_pid"
+
 # Read-only export.
 sock2=$tmp/sock2
 start_qemu_nbd "$sock2" -f qcow2 -x disk -r "$img"
