@@ -162,13 +162,21 @@ nbdfs_files_open (NbdfsFs *fs, GError **error)
   }
   for (guint i = 0; i < entries->len; i++) {
     NbdExportEntry *e = g_ptr_array_index (entries, i);
-    g_autofree char *base = nbdfs_file_name_for_export (e->name);
+    /* e->name is escaped for printing; the server must be asked for the
+     * bytes it listed. A name with a NUL in it cannot be asked for at
+     * all (NBD names are strings), so it is left out. */
+    if (e->raw_name == NULL || strlen (e->raw_name) != e->raw_name_len) {
+      g_warning ("--all: leaving out export '%s': its name contains a NUL "
+                 "byte", e->name);
+      continue;
+    }
+    g_autofree char *base = nbdfs_file_name_for_export (e->raw_name);
     g_autofree char *name = g_strdup (base);
     for (unsigned n = 2; nbdfs_file_by_name (fs, name) != NULL; n++) {
       g_free (name);
       name = g_strdup_printf ("%s-%u", base, n);
     }
-    if (!add_file (fs, e->name, name, error)) {
+    if (!add_file (fs, e->raw_name, name, error)) {
       g_prefix_error (error, "--all: export '%s': ", e->name);
       return FALSE;
     }
