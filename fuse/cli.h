@@ -8,9 +8,19 @@
 #include "nbdclient/negotiate.h"
 #include "nbdclient/pool.h"
 
+/* FUSE-mode defaults (README "FUSE mode", "When the server goes away").
+ * The request timeout counts seconds without any byte from the server
+ * while something is owed: long enough for a FLUSH of gigabytes of dirty
+ * cache, or a big WRITE_ZEROES, on a slow disk behind a live server; short
+ * enough that a wedged server turns into EIO within minutes, not never.
+ * Reconnect: a server restart or upgrade (seconds to a minute) is ridden
+ * out with I/O waiting, as a local disk under load would make it wait. */
+#define NBDFS_FUSE_DEFAULT_TIMEOUT 120
+#define NBDFS_FUSE_DEFAULT_RECONNECT 60
+
 typedef struct {
   NbdcOptions nbd;            /* address, TLS, handshake timeout */
-  NbdcPoolConfig pool;        /* -C, --timeout, -r */
+  NbdcPoolConfig pool;        /* -C, --timeout, --reconnect, -r */
 
   gboolean list;              /* --list */
   gboolean info;              /* --info */

@@ -44,7 +44,7 @@ parse_tls_mode (const char *s, NbdcTlsMode *mode, GError **error)
 static gboolean
 parse_args (int argc, char **argv, NbdfsCli *cli, GError **error)
 {
-  gint connections = 0, timeout = 0, handshake_timeout = 0;
+  gint connections = 0, timeout = -1, handshake_timeout = 0, reconnect = -1;
   gboolean read_only = FALSE, version = FALSE, no_verify = FALSE;
   g_autofree char *tls = NULL;
   NbdcTlsConfig *tc = &cli->nbd.tls_config;
@@ -70,7 +70,14 @@ parse_args (int argc, char **argv, NbdfsCli *cli, GError **error)
       "Number of connections (default 4 when the server allows multi-conn)",
       "N" },
     { "timeout", 't', 0, G_OPTION_ARG_INT, &timeout,
-      "Declare a connection dead after SECONDS without a reply", "SECONDS" },
+      "Declare a connection dead after SECONDS without a reply; its "
+      "requests fail with EIO (FUSE default "
+      G_STRINGIFY (NBDFS_FUSE_DEFAULT_TIMEOUT) ", 0 = never)", "SECONDS" },
+    { "reconnect", 'R', 0, G_OPTION_ARG_INT, &reconnect,
+      "FUSE: when a connection is lost, keep re-opening it for SECONDS "
+      "while I/O waits, then fail that I/O with EIO (default "
+      G_STRINGIFY (NBDFS_FUSE_DEFAULT_RECONNECT) ", 0 = fail at once)",
+      "SECONDS" },
     { "connect-timeout", 0, 0, G_OPTION_ARG_INT, &handshake_timeout,
       "Give up connecting and negotiating after SECONDS (default 30)",
       "SECONDS" },
@@ -120,13 +127,31 @@ parse_args (int argc, char **argv, NbdfsCli *cli, GError **error)
     printf ("nbdfs %s\n", NBDFS_VERSION);
     exit (EXIT_SUCCESS);
   }
-  if (connections < 0 || timeout < 0 || handshake_timeout < 0) {
+  if (connections < 0 || timeout < -1 || handshake_timeout < 0
+      || reconnect < -1) {
     g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_USAGE,
-                 "-C, --timeout and --connect-timeout take numbers >= 0");
+                 "-C, --timeout, --reconnect and --connect-timeout take "
+                 "numbers >= 0");
+    return FALSE;
+  }
+  if (reconnect >= 0 && (cli->kernel || cli->disconnect || cli->status)) {
+    g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_USAGE,
+                 "--reconnect is for FUSE mode; in kernel mode use --persist "
+                 "(the supervisor replaces lost connections)");
     return FALSE;
   }
   cli->pool.connections = connections;
-  cli->pool.request_timeout = timeout;
+  /* Kernel mode keeps its own defaults (kernelattach/run.c): 0 there
+   * means "not given". FUSE mode has no kernel timeout behind it, so
+   * without ours a silent server would hang every I/O and the unmount. */
+  if (cli->kernel)
+    cli->pool.request_timeout = timeout < 0 ? 0 : timeout;
+  else {
+    cli->pool.request_timeout = timeout < 0 ? NBDFS_FUSE_DEFAULT_TIMEOUT
+      : timeout;
+    cli->pool.reconnect = reconnect < 0 ? NBDFS_FUSE_DEFAULT_RECONNECT
+      : reconnect;
+  }
   cli->pool.read_only = read_only;
   cli->nbd.handshake_timeout = handshake_timeout;
   tc->no_verify = no_verify;

@@ -36,6 +36,9 @@
 #include "fuse/fs.h"
 #include "nbdclient/error.h"
 
+/* Seconds a shutdown waits for a lost server to come back. */
+#define NBDFS_SHUTDOWN_RECONNECT_GRACE 5
+
 static const struct fuse_lowlevel_ops nbdfs_ops = {
   .init = nbdfs_fuse_init,
   .lookup = nbdfs_fuse_lookup,
@@ -377,6 +380,13 @@ out:
   if (mounted)
     fuse_session_unmount (se);
   nbdfs_reaper_disarm (reaper);
+  /* A server on its way back gets a short grace, not the whole reconnect
+   * window: shutdown must end in bounded time (requests parked for it
+   * then fail with EIO; a write among them was never acknowledged). */
+  for (guint i = 0; fs.files && i < fs.files->len; i++)
+    nbdc_pool_limit_reconnect (((NbdfsFile *) g_ptr_array_index
+                                (fs.files, i))->pool,
+                               NBDFS_SHUTDOWN_RECONNECT_GRACE);
   /* Every reply the kernel is owed goes out (or fails harmlessly after the
    * unmount) before the session and the pools go away. */
   nbdfs_req_drain (&fs);

@@ -192,6 +192,7 @@ conn_recv (NbdConn *c, void *buf, size_t len, gboolean boundary, int *errp)
 typedef struct {
   gboolean violation;         /* protocol violation (never salvaged) */
   gboolean clean;             /* EOF after we asked to stop */
+  gboolean timeout;           /* request_timeout without a reply */
   char *why;
 } Death;
 
@@ -228,6 +229,7 @@ lost (NbdConn *c, Death *d, RecvResult r, int err, const char *what)
     d->why = g_strdup_printf ("server closed the connection while %s", what);
     break;
   case RECV_TIMEOUT:
+    d->timeout = TRUE;
     d->why = g_strdup_printf ("no data from the server for %u s while %s",
                               c->timeout, what);
     break;
@@ -670,16 +672,30 @@ static void
 conn_die (NbdConn *c, Death *d)
 {
   GPtrArray *done = g_ptr_array_new ();
+  GPtrArray *retry = g_ptr_array_new ();
   gboolean salvage = c->salvage && !d->violation && !d->clean;
+  /* A request the server sat on for request_timeout seconds fails with
+   * EIO instead of being retried: a server that accepts and never
+   * answers would otherwise keep it (and its caller) waiting forever,
+   * one reconnect after another. Requests it never saw are retried. */
+  gboolean salvage_sent = salvage && !d->timeout;
 
   g_mutex_lock (&c->lock);
   c->dead = TRUE;
-  unsigned n = c->in_flight + c->queue.length;
+  unsigned sent = c->in_flight, queued = c->queue.length;
   /* Logged before any request completes (a sender may complete one as
    * soon as we let go of the lock), so the reason always comes first. */
-  if (!d->clean || n > 0)
-    g_warning (salvage ? "%s: %s; retrying %u request(s) elsewhere"
-               : "%s: %s; %u request(s) fail with EIO", c->name, d->why, n);
+  if (!d->clean || sent + queued > 0) {
+    if (salvage_sent)
+      g_warning ("%s: %s; retrying %u request(s) elsewhere", c->name,
+                 d->why, sent + queued);
+    else if (salvage)
+      g_warning ("%s: %s; %u request(s) sent fail with EIO, %u queued "
+                 "retried elsewhere", c->name, d->why, sent, queued);
+    else
+      g_warning ("%s: %s; %u request(s) fail with EIO", c->name, d->why,
+                 sent + queued);
+  }
   for (unsigned i = 0; i < c->depth; i++) {
     NbdcReq *req = c->slots[i].req;
     if (!req)
@@ -688,15 +704,15 @@ conn_die (NbdConn *c, Death *d)
     if (req->sending) {
       req->finished = TRUE;
       req->final_err = EIO;
-      req->final_salvage = salvage;
+      req->final_salvage = salvage_sent;
     }
     else
-      g_ptr_array_add (done, req);
+      g_ptr_array_add (salvage_sent ? retry : done, req);
   }
   c->in_flight = 0;
   NbdcReq *req;
   while ((req = g_queue_pop_head (&c->queue)))
-    g_ptr_array_add (done, req);
+    g_ptr_array_add (salvage ? retry : done, req);
   gboolean stopping = c->stopping;
   g_cond_broadcast (&c->cond);
   g_cond_broadcast (&c->idle);
@@ -706,8 +722,11 @@ conn_die (NbdConn *c, Death *d)
   if (c->dead_fn && !stopping)
     c->dead_fn (c->opaque, c);
   for (guint i = 0; i < done->len; i++)
-    req_finish (c, done->pdata[i], EIO, salvage);
+    req_finish (c, done->pdata[i], EIO, FALSE);
+  for (guint i = 0; i < retry->len; i++)
+    req_finish (c, retry->pdata[i], EIO, TRUE);
   g_ptr_array_free (done, TRUE);
+  g_ptr_array_free (retry, TRUE);
 }
 
 static gpointer

@@ -420,8 +420,10 @@ pool_reconnect_thread (gpointer data)
   for (;;) {
     g_mutex_lock (&pool->lock);
     gboolean closing = pool->closing;
+    if (pool->cut_at && pool->cut_at < deadline)
+      deadline = pool->cut_at;
     g_mutex_unlock (&pool->lock);
-    if (closing)
+    if (closing || (attempts > 0 && g_get_monotonic_time () >= deadline))
       break;
     NbdExport e = { 0 };
     GError *error = NULL;
@@ -457,10 +459,15 @@ pool_reconnect_thread (gpointer data)
       break;
     gint64 until = MIN (now + delay, deadline);
     g_mutex_lock (&pool->lock);
-    while (!pool->closing && g_get_monotonic_time () < until)
+    for (;;) {
+      if (pool->cut_at && pool->cut_at < until)
+        until = pool->cut_at;
+      if (pool->closing || g_get_monotonic_time () >= until)
+        break;
       g_cond_wait_until (&pool->recond, &pool->lock, until);
+    }
     g_mutex_unlock (&pool->lock);
-    delay = MIN (delay * 2, 2 * G_USEC_PER_SEC);
+    delay = MIN (delay * 2, G_USEC_PER_SEC);
   }
   g_mutex_lock (&pool->lock);
   gboolean closing = pool->closing;
@@ -522,6 +529,21 @@ pool_conn_dead (void *opaque, NbdConn *conn)
    * to be (at most handing on parked commands). */
   if (prev)
     g_thread_join (prev);
+}
+
+void
+nbdc_pool_limit_reconnect (NbdPool *pool, unsigned seconds)
+{
+  gint64 at = g_get_monotonic_time () + (gint64) seconds * G_USEC_PER_SEC;
+  g_mutex_lock (&pool->lock);
+  if (pool->cut_at == 0 || at < pool->cut_at)
+    pool->cut_at = at;
+  gboolean busy = pool->reconnecting > 0;
+  g_cond_broadcast (&pool->recond);
+  g_mutex_unlock (&pool->lock);
+  if (busy)
+    g_message ("shutting down: waiting at most %u s for the server to come "
+               "back", seconds);
 }
 
 NbdPool *

@@ -41,8 +41,10 @@ typedef struct {
   gboolean read_only;         /* refuse writes locally (EROFS) */
   unsigned reconnect;         /* seconds to keep re-opening a connection
                                  lost to EOF/reset/timeout (backoff 0.1 s
-                                 doubling to 2 s); its requests wait and
-                                 are resubmitted; 0 = fail them with EIO */
+                                 doubling to 1 s); its requests wait and
+                                 are resubmitted (those that timed out
+                                 fail with EIO instead); 0 = fail them
+                                 all with EIO */
 } NbdcPoolConfig;
 
 /* Opens and negotiates every connection; checks that all of them agree on
@@ -91,6 +93,12 @@ int nbdc_pool_pread_sync (NbdPool *pool, void *buf, size_t count,
 int nbdc_pool_pwrite_sync (NbdPool *pool, const void *buf, size_t count,
                            uint64_t offset, uint32_t flags);
 int nbdc_pool_flush_sync (NbdPool *pool);
+
+/* Shutting down: from now on every reconnect (under way or started
+ * later) gives up at most SECONDS from now (after at least one attempt),
+ * so requests parked for a server on its way back wait a bounded time,
+ * then fail with EIO. Safe from any thread but a done callback. */
+void nbdc_pool_limit_reconnect (NbdPool *pool, unsigned seconds);
 
 /* Waits for everything in flight, flushes if anything was written since the
  * last flush, sends NBD_CMD_DISC on every connection, joins the readers and

@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# FUSE mode when the server goes away (README "When the server goes away"):
+# 1. nbdkit (file plugin, so the data outlives it) is killed -9 and
+#    restarted on the same socket while dd writes through the mount: dd
+#    sees no error, and after the unmount the server's file holds exactly
+#    what dd wrote (md5).
+# 2. The server stays away longer than --reconnect: a read fails with EIO
+#    (no hang), `ls` still answers, SIGTERM exits within 15 s with status 1
+#    and says the final flush failed (a write was never flushed).
+# 3. The server is killed while a read waits in the reconnect window and
+#    nbdfs gets SIGTERM: the wait is cut short (5 s), the reader gets an
+#    error (EIO, or ECONNABORTED once the kernel dropped the mount),
+#    nbdfs exits within 15 s.
+# 4. A server that accepts and never answers (nbdkit delay filter, reads
+#    delayed 1000 s): the read fails with EIO after --timeout, the
+#    connection is re-opened, writes go on, fusermount3 -u exits 0.
+# timeout: 90
+source "$SRCDIR/test/functions.sh"
+source "$SRCDIR/test/fuse-functions.sh"
+requires_nbdkit_plugin file
+requires_nbdkit_filter rate
+requires_nbdkit_filter delay
+
+mnt=$tmp/mnt
+sock=$tmp/sock
+img=$tmp/disk.img
+truncate -s 64M "$img"
+head -c 24M /dev/urandom > "$tmp/src"
+
+# kill9_nbdkit: kill -9 the server, wait for it, remove its stale socket.
+kill9_nbdkit() {
+  kill -9 "$nbdkit_pid"
+  while kill -0 "$nbdkit_pid" 2>/dev/null; do sleep 0.1; done
+  rm -f "$sock"
+}
+
+# nbdfs_exits_within SECS: wait for nbdfs to exit; sets $rc.
+nbdfs_exits_within() {
+  local i
+  for (( i=0; i < $1*10; i++ )); do
+    kill -0 "$nbdfs_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -0 "$nbdfs_pid" 2>/dev/null && fail "nbdfs still running after $1 s"
+  rc=0
+  wait "$nbdfs_pid" || rc=$?
+}
+
+# ---- 1. restart within the window, writer running ----
+# The rate filter (64 Mbit/s) makes the 24 MiB write last ~3 s, so the kill lands in it.
+start_nbdkit "$sock" --filter=rate file "$img" rate=64M
+start_nbdfs "$mnt" "$sock" --reconnect 20 --timeout 10 2> "$tmp/log1"
+dd if="$tmp/src" of="$mnt/disk" bs=1M conv=fsync,notrunc \
+   2> "$tmp/dd1" &
+ddpid=$!
+cleanup_fn kill_pid "$ddpid"
+sleep 1
+kill9_nbdkit
+sleep 2
+start_nbdkit "$sock" --filter=rate file "$img" rate=64M
+ddrc=0
+wait "$ddpid" || ddrc=$?
+cat "$tmp/dd1"
+[ "$ddrc" = 0 ] || fail "dd failed across a server restart (exit $ddrc)"
+ls "$mnt" | grep -qx disk || fail "ls of the mount"
+stop_nbdfs "$mnt" umount
+cat "$tmp/log1"
+grep -q 'reconnecting for up to 20 s' "$tmp/log1" || fail "no reconnect line"
+grep -q 're-established after' "$tmp/log1" || fail "no re-established line"
+grep 're-established after' "$tmp/log1" | sed 's/.*after \([0-9.]*\) s.*/\1/' \
+  > "$tmp/pause"
+echo "I/O paused for (s): $(tr '\n' ' ' < "$tmp/pause")"
+[ "$(md5 "$img" 24M)" = "$(md5 "$tmp/src")" ] ||
+  fail "the server's file differs from what dd wrote"
+kill_pid "$nbdkit_pid"
+
+# ---- 2. server away longer than the window ----
+rm -f "$sock"
+start_nbdkit "$sock" file "$img"
+start_nbdfs "$mnt" "$sock" -C 1 --reconnect 2 --timeout 10 2> "$tmp/log2"
+# Acknowledged but not flushed (close() would flush: keep the file open):
+# the final flush has to fail.
+python3 - "$mnt/disk" "$tmp/written" <<'PY' &
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_WRONLY)
+os.pwrite(fd, b"unflushed", 0)
+open(sys.argv[2], "w").write("ok\n")
+time.sleep(60)
+PY
+hpid=$!
+cleanup_fn kill_pid "$hpid"
+wait_for test -s "$tmp/written" || fail "write before the kill"
+kill9_nbdkit
+start=$(date +%s)
+out=$(pyio errno 'import os
+fd = os.open("'"$mnt"'/disk", os.O_RDONLY | os.O_DIRECT)
+import mmap
+m = mmap.mmap(-1, 4096)
+os.preadv(fd, [m], 1048576)')
+echo "read with the server gone: $out (after $(( $(date +%s) - start )) s)"
+[ "$out" = EIO ] || fail "expected EIO with the server gone, got $out"
+ls "$mnt" | grep -qx disk || fail "ls of the mount with the server gone"
+# Later I/O fails at once.
+out=$(pyio errno 'import os
+fd = os.open("'"$mnt"'/disk", os.O_WRONLY)
+os.pwrite(fd, b"x", 4096); os.fsync(fd)')
+[ "$out" = EIO ] || fail "expected EIO for a write, got $out"
+kill -TERM "$nbdfs_pid"
+nbdfs_exits_within 15
+cat "$tmp/log2"
+[ "$rc" = 1 ] || fail "expected status 1 after a failed final flush, got $rc"
+grep -q 'could not reconnect' "$tmp/log2" || fail "no give-up line"
+grep -q 'the final flush failed' "$tmp/log2" || fail "no final flush line"
+! _fuse_mounted "$mnt" || fail "still mounted"
+kill -9 "$hpid"
+
+# ---- 3. SIGTERM while a read waits for the server (window 60 s) ----
+start_nbdkit "$sock" file "$img"
+start_nbdfs "$mnt" "$sock" -C 1 --reconnect 60 2> "$tmp/log3"
+kill9_nbdkit
+( pyio errno 'import os, mmap
+fd = os.open("'"$mnt"'/disk", os.O_RDONLY | os.O_DIRECT)
+m = mmap.mmap(-1, 4096)
+os.preadv(fd, [m], 2097152)' > "$tmp/reader3" ) &
+rpid=$!
+cleanup_fn kill_pid "$rpid"
+wait_for grep -q 'reconnecting for up to 60 s' "$tmp/log3" ||
+  fail "the read did not notice the server was gone"
+sleep 1
+kill -0 "$rpid" || fail "the read did not wait for the server"
+kill -TERM "$nbdfs_pid"
+nbdfs_exits_within 15
+wait "$rpid" || true
+cat "$tmp/log3" "$tmp/reader3"
+grep -qE '^(EIO|ENOTCONN|ECONNABORTED)$' "$tmp/reader3" || fail "the reader saw no error"
+grep -q 'waiting at most 5 s for the server' "$tmp/log3" ||
+  fail "no shutdown grace line"
+! _fuse_mounted "$mnt" || fail "still mounted"
+
+# ---- 4. a server that never answers reads ----
+start_nbdkit "$sock" --filter=delay file "$img" delay-read=1000
+start_nbdfs "$mnt" "$sock" -C 1 --reconnect 10 --timeout 3 2> "$tmp/log4"
+start=$(date +%s)
+out=$(pyio errno 'import os, mmap
+fd = os.open("'"$mnt"'/disk", os.O_RDONLY | os.O_DIRECT)
+m = mmap.mmap(-1, 4096)
+os.preadv(fd, [m], 4194304)')
+took=$(( $(date +%s) - start ))
+echo "read from a silent server: $out after $took s"
+[ "$out" = EIO ] || fail "expected EIO from a silent server, got $out"
+[ "$took" -lt 30 ] || fail "EIO took $took s with --timeout 3"
+ls "$mnt" | grep -qx disk || fail "ls of the mount"
+wait_for grep -q 're-established' "$tmp/log4" || fail "no reconnect"
+# Writes are not delayed: they work on the new connection.
+head -c 1M /dev/urandom > "$tmp/src4"
+dd if="$tmp/src4" of="$mnt/disk" bs=1M seek=8 conv=fsync,notrunc
+stop_nbdfs "$mnt" umount
+cat "$tmp/log4"
+grep -q 'no data from the server for 3 s' "$tmp/log4" || fail "no timeout line"
+[ "$(python3 -c 'import sys; f=open(sys.argv[1],"rb"); f.seek(8<<20); sys.stdout.buffer.write(f.read(1<<20))' "$img" | md5sum | cut -d' ' -f1)" \
+  = "$(md5 "$tmp/src4")" ] || fail "write after the timeout not on the server"
+echo OK
