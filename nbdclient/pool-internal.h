@@ -38,6 +38,12 @@ struct NbdPool {
   GQueue parked;              /* NbdcCmd* salvaged while reconnecting */
   GThread **rethreads;        /* per connection index */
   GPtrArray *retired;         /* dead connections replaced (freed at close) */
+  /* After a reconnect gave up: a request that fails for want of a
+   * connection starts one quick attempt (at most one a second, one at a
+   * time), so the mount comes back when the server does. */
+  GThread *prober;
+  gboolean probing;
+  gint64 probe_after;         /* monotonic us */
 };
 
 /* Sends one command on the least-loaded live connection (cmd->done is

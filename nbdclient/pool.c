@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <string.h>
 #include "nbdclient/error.h"
+#include "nbdclient/names.h"
 #include "nbdclient/pool-internal.h"
 #include "nbdclient/protocol.h"
 
@@ -154,14 +155,18 @@ pool_send_on (NbdPool *pool, unsigned i, const NbdcCmd *cmd)
 
 /* Parks a command while a reconnect is under way; FALSE if none is. */
 static gboolean pool_park (NbdPool *pool, const NbdcCmd *cmd, gboolean fresh);
+/* No live connection and no reconnect under way: maybe try once more. */
+static void pool_probe (NbdPool *pool);
 
 void
 pool_send_cmd (NbdPool *pool, const NbdcCmd *cmd)
 {
   int i = pool_pick (pool);
   if (i < 0) {
-    if (!pool_park (pool, cmd, TRUE))
+    if (!pool_park (pool, cmd, TRUE)) {
       cmd->done (cmd->opaque, EIO);
+      pool_probe (pool);
+    }
     return;
   }
   pool_send_on (pool, i, cmd);
@@ -306,6 +311,8 @@ pool_free (NbdPool *pool)
   for (unsigned i = 0; i < pool->n; i++)
     if (pool->rethreads[i])
       g_thread_join (pool->rethreads[i]);
+  if (pool->prober)
+    g_thread_join (pool->prober);
   for (unsigned i = 0; i < pool->n; i++)
     nbdc_conn_free (CONN (pool, i));
   for (guint i = 0; i < pool->retired->len; i++)
@@ -355,8 +362,10 @@ pool_resubmit (NbdPool *pool, const NbdcCmd *cmd)
 {
   int i = pool_pick (pool);
   if (i < 0) {
-    if (!pool_park (pool, cmd, FALSE))
+    if (!pool_park (pool, cmd, FALSE)) {
       cmd->done (cmd->opaque, EIO);
+      pool_probe (pool);
+    }
     return;
   }
   nbdc_conn_submit (CONN (pool, i), cmd);
@@ -382,12 +391,26 @@ pool_park (NbdPool *pool, const NbdcCmd *cmd, gboolean fresh)
   return park;
 }
 
+/* How often one request may be handed back by a dying connection. A
+ * restart costs one or two; a request the server dies of every time (or
+ * a server that closes every connection at once) must end in EIO, not
+ * loop with a fresh reconnect window each round. */
+#define POOL_MAX_RETRIES 5
+
 static void
 pool_salvage (void *opaque, NbdConn *conn, const NbdcCmd *cmd)
 {
   NbdPool *pool = opaque;
-  if (!pool_park (pool, cmd, FALSE))
-    pool_resubmit (pool, cmd);
+  NbdcCmd c = *cmd;
+  if (++c.retries > POOL_MAX_RETRIES) {
+    g_warning ("giving up on %s at offset %" G_GUINT64_FORMAT " after %u "
+               "lost connections: EIO", nbdc_cmd_name (c.type), c.offset,
+               POOL_MAX_RETRIES);
+    c.done (c.opaque, EIO);
+    return;
+  }
+  if (!pool_park (pool, &c, FALSE))
+    pool_resubmit (pool, &c);
 }
 
 typedef struct {
@@ -478,6 +501,8 @@ pool_reconnect_thread (gpointer data)
 
   GQueue parked = G_QUEUE_INIT;
   g_mutex_lock (&pool->lock);
+  if (!ok)
+    pool->probe_after = g_get_monotonic_time () + G_USEC_PER_SEC;
   pool->reconnecting--;
   /* Only the last reconnect thread hands the parked commands on; with
    * others still at work, they keep waiting for those. */
@@ -495,6 +520,83 @@ pool_reconnect_thread (gpointer data)
     g_free (p);
   }
   return NULL;
+}
+
+/* One attempt for every dead connection (the first failure ends it):
+ * requests meanwhile fail at once, as they did before the probe. */
+static gpointer
+pool_probe_thread (gpointer data)
+{
+  NbdPool *pool = data;
+  NbdcOptions ropts = pool->opts;
+  if (ropts.handshake_timeout == 0 || ropts.handshake_timeout > 5)
+    ropts.handshake_timeout = 5;
+  for (unsigned i = 0; i < pool->n; i++) {
+    g_mutex_lock (&pool->lock);
+    gboolean stop = pool->closing || pool->cut_at || pool->reconnecting > 0;
+    g_mutex_unlock (&pool->lock);
+    if (stop)
+      break;
+    if (nbdc_conn_is_alive (CONN (pool, i)))
+      continue;
+    NbdExport e = { 0 };
+    GError *error = NULL;
+    NbdTransport *t = nbdc_open (&ropts, &e, &error);
+    if (!t) {
+      g_debug ("connection %u: probe: %s", i + 1, error->message);
+      g_error_free (error);
+      break;
+    }
+    if (e.size != pool->exp.size || e.eflags != pool->exp.eflags) {
+      g_debug ("connection %u: probe: the export changed (size %"
+               G_GUINT64_FORMAT " flags 0x%x)", i + 1, e.size, e.eflags);
+      nbdc_transport_free (t);
+      nbdc_export_clear (&e);
+      break;
+    }
+    NbdConn *c = pool_conn_new (pool, t, &e, i);
+    nbdc_export_clear (&e);
+    /* Only a slot nobody else is re-opening (a reconnect that started
+     * meanwhile owns its slot). */
+    g_mutex_lock (&pool->lock);
+    gboolean take = !pool->closing && pool->reconnecting == 0
+      && !nbdc_conn_is_alive (CONN (pool, i));
+    if (take) {
+      g_ptr_array_add (pool->retired, CONN (pool, i));
+      g_atomic_pointer_set (&pool->conns[i], c);
+    }
+    g_mutex_unlock (&pool->lock);
+    if (!take) {
+      nbdc_conn_free (c);
+      break;
+    }
+    g_message ("connection %u re-established: the server is back", i + 1);
+  }
+  g_mutex_lock (&pool->lock);
+  pool->probe_after = g_get_monotonic_time () + G_USEC_PER_SEC;
+  pool->probing = FALSE;
+  g_mutex_unlock (&pool->lock);
+  return NULL;
+}
+
+static void
+pool_probe (NbdPool *pool)
+{
+  if (!pool->cfg.reconnect)
+    return;
+  g_mutex_lock (&pool->lock);
+  if (pool->closing || pool->cut_at || pool->reconnecting > 0
+      || pool->probing || g_get_monotonic_time () < pool->probe_after) {
+    g_mutex_unlock (&pool->lock);
+    return;
+  }
+  GThread *old = pool->prober;
+  pool->probing = TRUE;
+  pool->prober = g_thread_new ("nbd-probe", pool_probe_thread, pool);
+  g_mutex_unlock (&pool->lock);
+  /* It cleared `probing` as its last act: this join does not wait. */
+  if (old)
+    g_thread_join (old);
 }
 
 static void

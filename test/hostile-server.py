@@ -7,7 +7,9 @@ Listens on a Unix socket, serves ONE client: a real fixed-newstyle
 handshake (structured replies and base:allocation offered unless the
 scenario says otherwise), then answers requests correctly except the first
 NBD_CMD_READ (or BLOCK_STATUS), which gets the scenario's misbehaviour.
-Exits when the client goes away.
+Exits when the client goes away, except close-on-read: it closes every
+connection at its first read and accepts the next one, forever (a request
+that "kills" the server each time it is retried).
 """
 import os
 import socket
@@ -36,7 +38,7 @@ SCENARIOS = {
     "too-long", "short", "overlap", "no-done-eof", "huge-error",
     "silence", "endless", "simple-read-sr", "sr-not-negotiated",
     "bad-context", "hole-zero-length", "error-zero", "bad-type",
-    "eof-mid-data", "ok",
+    "eof-mid-data", "ok", "close-on-read",
 }
 
 
@@ -155,6 +157,8 @@ def misbehave(s, sr, scenario, typ, cookie, off, count, prev_cookie):
         chunk(s, DONE, T_HOLE, cookie, struct.pack(">QI", off, 0))
     elif scenario == "bad-type":
         chunk(s, DONE, 77, cookie, b"xxxx")
+    elif scenario == "close-on-read":
+        return "close"
     return None
 
 
@@ -168,8 +172,16 @@ def main():
     if len(sys.argv) > 3:
         with open(sys.argv[3], "w") as f:
             f.write(str(os.getpid()))
-    s, _ = ls.accept()
-    ls.close()
+    while True:
+        s, _ = ls.accept()
+        if scenario != "close-on-read":
+            ls.close()
+        serve(s, scenario)
+        if scenario != "close-on-read":
+            break
+
+
+def serve(s, scenario):
     store = bytearray(SIZE)
     done_bad = False
     prev_cookie = None

@@ -5,8 +5,10 @@
 #    sees no error, and after the unmount the server's file holds exactly
 #    what dd wrote (md5).
 # 2. The server stays away longer than --reconnect: a read fails with EIO
-#    (no hang), `ls` still answers, SIGTERM exits within 15 s with status 1
-#    and says the final flush failed (a write was never flushed).
+#    (no hang), `ls` still answers, a write+fsync fails with EIO; the
+#    server comes back and I/O works again; it goes away again and SIGTERM
+#    exits within 15 s with status 1, saying the final flush failed (a
+#    write was acknowledged and never flushed: still, nbdkit had it).
 # 3. The server is killed while a read waits in the reconnect window and
 #    nbdfs gets SIGTERM: the wait is cut short (5 s), the reader gets an
 #    error (EIO, or ECONNABORTED once the kernel dropped the mount),
@@ -20,6 +22,10 @@ source "$SRCDIR/test/fuse-functions.sh"
 requires_nbdkit_plugin file
 requires_nbdkit_filter rate
 requires_nbdkit_filter delay
+
+# Kernel mode has its own reconnect (--persist): --reconnect is refused.
+expect_fail_with 'reconnect is for FUSE mode.*--persist' \
+  "$NBDFS" --kernel --reconnect 5 /nonexistent.sock /dev/nbd0
 
 mnt=$tmp/mnt
 sock=$tmp/sock
@@ -105,6 +111,20 @@ out=$(pyio errno 'import os
 fd = os.open("'"$mnt"'/disk", os.O_WRONLY)
 os.pwrite(fd, b"x", 4096); os.fsync(fd)')
 [ "$out" = EIO ] || fail "expected EIO for a write, got $out"
+# The server comes back: the next failing request starts an attempt, and
+# I/O works again.
+start_nbdkit "$sock" file "$img"
+read_ok() {
+  [ "$(pyio errno 'import os, mmap
+fd = os.open("'"$mnt"'/disk", os.O_RDONLY | os.O_DIRECT)
+m = mmap.mmap(-1, 4096)
+os.preadv(fd, [m], 1048576)')" = OK ]
+}
+WAIT_SECS=10 wait_for read_ok || fail "I/O did not come back with the server"
+grep -q 'the server is back' "$tmp/log2" || fail "no 'server is back' line"
+# Gone again, with the write above still not flushed (the fsync that
+# would have flushed it failed).
+kill9_nbdkit
 kill -TERM "$nbdfs_pid"
 nbdfs_exits_within 15
 cat "$tmp/log2"
@@ -113,6 +133,8 @@ grep -q 'could not reconnect' "$tmp/log2" || fail "no give-up line"
 grep -q 'the final flush failed' "$tmp/log2" || fail "no final flush line"
 ! _fuse_mounted "$mnt" || fail "still mounted"
 kill -9 "$hpid"
+# nbdkit's file plugin had written it to the file before acknowledging.
+[ "$(head -c 9 "$img")" = unflushed ] || fail "acknowledged write lost"
 
 # ---- 3. SIGTERM while a read waits for the server (window 60 s) ----
 start_nbdkit "$sock" file "$img"

@@ -2,7 +2,9 @@
 # Reconnect (-R): the server (nbdkit file, so the data outlives it) is
 # killed and restarted on the same socket while the driver is between
 # commands; requests issued while it is down wait, are sent on the new
-# connections and succeed. Without -R the same thing fails with EIO.
+# connections and succeed. Without -R the same thing fails with EIO. A read
+# the server drops the connection on every time (hostile-server.py
+# close-on-read) fails with EIO after 5 retries instead of looping.
 # timeout: 60
 source "$SRCDIR/test/functions.sh"
 requires nbdkit --version
@@ -67,4 +69,21 @@ cat "$tmp/out3" "$tmp/err3"
 grep -q 'check-pattern: error EIO' "$tmp/out3" || fail "no EIO after deadline"
 grep -q 'could not reconnect' "$tmp/err3" || fail "no give-up line"
 [ $(( $(date +%s) - start )) -lt 20 ] || fail "took too long"
+
+# A server that drops the connection at every read (and accepts the next
+# one at once): each reconnect succeeds, the read kills it again. The read
+# must end in EIO after a bounded number of retries, not loop for ever.
+rm -f "$tmp/hsock"
+python3 "$SRCDIR/test/hostile-server.py" "$tmp/hsock" close-on-read &
+hpid=$!
+cleanup_fn kill_pid "$hpid"
+wait_for test -S "$tmp/hsock" || fail "hostile server did not start"
+rc=0
+timeout 30 "$D" -R 20 -C 1 "$tmp/hsock" read-md5 0 4096 \
+  > "$tmp/out4" 2> "$tmp/err4" || rc=$?
+cat "$tmp/out4" "$tmp/err4"
+[ "$rc" = 1 ] || fail "expected the read to fail (exit $rc; 124 = looped)"
+grep -q 'read-md5: error EIO' "$tmp/out4" || fail "no EIO for the poison read"
+grep -q 'giving up on read at offset 0 after 5 lost connections' \
+  "$tmp/err4" || fail "no give-up line"
 echo OK
