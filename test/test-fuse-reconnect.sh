@@ -16,6 +16,8 @@
 # 4. A server that accepts and never answers (nbdkit delay filter, reads
 #    delayed 1000 s): the read fails with EIO after --timeout, the
 #    connection is re-opened, writes go on, fusermount3 -u exits 0.
+# 5. A SIGSTOPped server (even the reconnect handshake hangs): the read
+#    fails with EIO after --timeout, fusermount3 -u exits 0 within 15 s.
 # timeout: 90
 source "$SRCDIR/test/functions.sh"
 source "$SRCDIR/test/fuse-functions.sh"
@@ -181,4 +183,27 @@ cat "$tmp/log4"
 grep -q 'no data from the server for 3 s' "$tmp/log4" || fail "no timeout line"
 [ "$(python3 -c 'import sys; f=open(sys.argv[1],"rb"); f.seek(8<<20); sys.stdout.buffer.write(f.read(1<<20))' "$img" | md5sum | cut -d' ' -f1)" \
   = "$(md5 "$tmp/src4")" ] || fail "write after the timeout not on the server"
+kill_pid "$nbdkit_pid"
+
+# ---- 5. a stopped server (SIGSTOP): accepts in the kernel, never answers,
+# not even the handshake of a reconnect ----
+rm -f "$sock"
+start_nbdkit "$sock" file "$img"
+start_nbdfs "$mnt" "$sock" -C 1 --reconnect 30 --timeout 2 2> "$tmp/log5"
+kill -STOP "$nbdkit_pid"
+cleanup_fn kill -CONT "$nbdkit_pid"
+out=$(pyio errno 'import os, mmap
+fd = os.open("'"$mnt"'/disk", os.O_RDONLY | os.O_DIRECT)
+m = mmap.mmap(-1, 4096)
+os.preadv(fd, [m], 4194304)')
+[ "$out" = EIO ] || fail "expected EIO from a stopped server, got $out"
+ls "$mnt" | grep -qx disk || fail "ls of the mount"
+start=$(date +%s)
+fusermount3 -u "$mnt"
+nbdfs_exits_within 15
+echo "unmount with a stopped server took $(( $(date +%s) - start )) s"
+cat "$tmp/log5"
+[ "$rc" = 0 ] || fail "nbdfs exited $rc (nothing was left to flush)"
+grep -q 'no data from the server for 2 s' "$tmp/log5" || fail "no timeout line"
+kill -CONT "$nbdkit_pid"
 echo OK
