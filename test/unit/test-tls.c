@@ -35,6 +35,8 @@ typedef struct {
   gboolean require_client_cert;
   gboolean echo;           /* after the handshake: echo until EOF */
   gboolean key_updates;    /* TLS 1.3 key updates (KU_PEER) while echoing */
+  gboolean trickle;        /* after the handshake: a TLS 1.3 session
+                              ticket every 50 ms, never any data */
   gboolean partial_record; /* after the handshake: half a record, then
                               silence until the client hangs up */
   int handshake_result;
@@ -77,6 +79,12 @@ server_thread (gpointer data)
     gnutls_priority_set_direct (session,
                                 "NORMAL:+ECDHE-PSK:+DHE-PSK:+PSK", NULL);
   }
+  gnutls_datum_t ticket_key = { NULL, 0 };
+  if (s->trickle) {
+    g_assert_cmpint (gnutls_session_ticket_key_generate (&ticket_key), ==, 0);
+    g_assert_cmpint (gnutls_session_ticket_enable_server (session,
+                                                          &ticket_key), ==, 0);
+  }
   gnutls_transport_set_int (session, s->fd);
   gnutls_handshake_set_timeout (session, 10000);
   int r;
@@ -113,6 +121,17 @@ server_thread (gpointer data)
       s->echoed += n;
     }
     gnutls_bye (session, GNUTLS_SHUT_WR);
+  }
+  if (r == 0 && s->trickle) {
+    /* Authenticated records that carry no application data: the client
+     * makes no NBD progress, so its deadline must still fire. */
+    int sent = 0, tr;
+    while ((tr = gnutls_session_ticket_send (session, 1, 0)) == 0) {
+      sent++;
+      g_usleep (50000);
+    }
+    g_test_message ("server: %d tickets sent, then %s", sent,
+                    gnutls_strerror (tr));
   }
   if (r == 0 && s->partial_record) {
     /* A record header promising 16 KiB of application data, 3 bytes of
@@ -665,6 +684,34 @@ test_partial_record_deadline (void)
   finish (&s, thread, t, fd);
 }
 
+/* A server that keeps sending records without data (session tickets
+ * here) must not keep a reader past its deadline either. */
+static void
+test_trickle_deadline (void)
+{
+  Server s = { .cert_dir = pki, .trickle = TRUE };
+  NbdcTlsConfig cfg = { .certificates = pki };
+  g_autoptr (GError) error = NULL;
+  GThread *thread;
+  int fd;
+  NbdTransport *t = start (&s, &cfg, "localhost", &thread, &fd, &error);
+  g_assert_no_error (error);
+  DeadlineRead d = { .t = t };
+  GThread *rd = g_thread_new ("reader", deadline_reader, &d);
+  gint64 end = g_get_monotonic_time () + 10 * G_USEC_PER_SEC;
+  while (!g_atomic_int_get (&d.done) && g_get_monotonic_time () < end)
+    g_usleep (20000);
+  gboolean stuck = !g_atomic_int_get (&d.done);
+  if (stuck)
+    t->ops->shutdown (t);
+  g_thread_join (rd);
+  g_test_message ("message: %s", d.message ? d.message : "(none)");
+  g_free (d.message);
+  g_assert_false (stuck);
+  g_assert_true (d.timed_out);
+  finish (&s, thread, t, fd);
+}
+
 /* ---- the kernel-mode relay (kernelattach/relay.c), on the host ---- */
 
 #define RELAY_BYTES (32 * 1024 * 1024)
@@ -881,6 +928,7 @@ main (int argc, char **argv)
                    test_shutdown_wakes_reader);
   g_test_add_func ("/nbdclient/tls/partial-record-deadline",
                    test_partial_record_deadline);
+  g_test_add_func ("/nbdclient/tls/trickle-deadline", test_trickle_deadline);
   int r = g_test_run ();
   cleanup_pki ();
   return r;
