@@ -130,10 +130,10 @@ typedef enum {
 static RecvResult
 conn_wait (NbdConn *c, gboolean boundary)
 {
-  if (c->t->ops->pending && c->t->ops->pending (c->t))
-    return RECV_OK;
   for (;;) {
     int ms = -1;
+    /* The timeout before the pending shortcut: a TLS server can keep
+     * records without data (no progress) pending forever. */
     if (c->timeout) {
       gint64 now = g_get_monotonic_time ();
       g_mutex_lock (&c->lock);
@@ -146,6 +146,8 @@ conn_wait (NbdConn *c, gboolean boundary)
       if (owed && (deadline - now) / 1000 + 1 < ms)
         ms = (deadline - now) / 1000 + 1;
     }
+    if (c->t->ops->pending && c->t->ops->pending (c->t))
+      return RECV_OK;
     struct pollfd pfd = { .fd = c->t->fd, .events = POLLIN };
     int r = poll (&pfd, 1, ms);
     if (r > 0)

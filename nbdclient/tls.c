@@ -55,10 +55,10 @@
 #define SEND_STALL_MS (60 * 1000)
 /* Ciphertext is drained from the socket RX_CHUNK at a time. */
 #define RX_CHUNK (256 * 1024)
-/* tls_recv waits at most this long for ciphertext (or a sender's wake-up)
- * before handing control back with EAGAIN: a record that never completes
- * (half a record, then silence: anyone on the path can send that) must not
- * outlast the caller's handshake deadline or request timeout. */
+/* tls_recv returns EAGAIN after this long without application data: a
+ * record that never completes (half a record, then silence: anyone on the
+ * path can send that), or a server that keeps sending records without data,
+ * must not outlast the caller's handshake deadline or request timeout. */
 #define RECV_WAIT_MS 200
 
 typedef enum { AUTH_X509, AUTH_PSK, AUTH_ANON } AuthKind;
@@ -408,6 +408,9 @@ tls_recv (NbdTransport *t, void *buf, size_t len)
     p->stash_off += n;
     return n;
   }
+  /* RECV_WAIT_MS bounds the whole call, not each wait: records without
+   * data (session tickets, say) every few ms must not keep us here. */
+  gint64 start = g_get_monotonic_time ();
   for (;;) {
     rx_fill (p);
     session_lock (p);
@@ -463,7 +466,9 @@ tls_recv (NbdTransport *t, void *buf, size_t len)
       { .fd = p->wake_fd, .events = POLLIN },
       { .fd = p->fd, .events = POLLIN },
     };
-    int n = poll (pfd, 2, RECV_WAIT_MS);
+    gint64 waited = (g_get_monotonic_time () - start) / 1000;
+    int n = waited >= RECV_WAIT_MS ? 0
+      : poll (pfd, 2, (int) (RECV_WAIT_MS - waited));
     g_atomic_int_set (&p->reader_waiting, 0);
     if (n < 0 && errno != EINTR) {
       errno = EIO;

@@ -119,6 +119,10 @@ wait_ready (NbdTransport *t, short events, gint64 deadline, gboolean again)
 {
   if (deadline == 0 && !again)
     return 0;
+  /* The deadline first: a TLS peer can keep records without data pending
+   * forever. */
+  if (deadline && g_get_monotonic_time () >= deadline)
+    return ETIMEDOUT;
   if ((events & POLLIN) && t->ops->pending && t->ops->pending (t))
     return 0;
   for (;;) {
