@@ -63,9 +63,11 @@ dd if="$tmp/src" of="$mnt/disk" bs=1M conv=fsync,notrunc \
 ddpid=$!
 cleanup_fn kill_pid "$ddpid"
 sleep 1
+t_kill=$(date +%s.%N)
 kill9_nbdkit
 sleep 2
 start_nbdkit "$sock" --filter=rate file "$img" rate=64M
+t_up=$(date +%s.%N)
 ddrc=0
 wait "$ddpid" || ddrc=$?
 cat "$tmp/dd1"
@@ -77,7 +79,8 @@ grep -q 'reconnecting for up to 20 s' "$tmp/log1" || fail "no reconnect line"
 grep -q 're-established after' "$tmp/log1" || fail "no re-established line"
 grep 're-established after' "$tmp/log1" | sed 's/.*after \([0-9.]*\) s.*/\1/' \
   > "$tmp/pause"
-echo "I/O paused for (s): $(tr '\n' ' ' < "$tmp/pause")"
+echo "server down for $(awk "BEGIN { printf \"%.1f\", $t_up - $t_kill }") s; I/O paused for" \
+  "(s, per connection): $(tr '\n' ' ' < "$tmp/pause")"
 [ "$(md5 "$img" 24M)" = "$(md5 "$tmp/src")" ] ||
   fail "the server's file differs from what dd wrote"
 kill_pid "$nbdkit_pid"
