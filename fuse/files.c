@@ -185,7 +185,7 @@ nbdfs_files_open (NbdfsFs *fs, GError **error)
 }
 
 int
-nbdfs_files_close (NbdfsFs *fs)
+nbdfs_files_close (NbdfsFs *fs, gint64 deadline)
 {
   int first = 0;
 
@@ -193,7 +193,7 @@ nbdfs_files_close (NbdfsFs *fs)
     return 0;
   for (guint i = 0; i < fs->files->len; i++) {
     NbdfsFile *f = g_ptr_array_index (fs->files, i);
-    int err = nbdc_pool_close (f->pool);
+    int err = nbdc_pool_close_until (f->pool, deadline);
     if (err) {
       g_warning ("file '%s': the final flush failed: %s", f->name,
                  g_strerror (err));

@@ -73,8 +73,9 @@ typedef struct {
 char *nbdfs_file_name_for_export (const char *export_name);
 /* Opens the pool(s) and fills fs->files. Returns FALSE with error set. */
 gboolean nbdfs_files_open (NbdfsFs *fs, GError **error);
-/* Closes every pool (flush + NBD_CMD_DISC). Returns 0 or the first errno. */
-int nbdfs_files_close (NbdfsFs *fs);
+/* Closes every pool (flush + NBD_CMD_DISC), giving up on the server at
+ * deadline (monotonic us, 0 = never). Returns 0 or the first errno. */
+int nbdfs_files_close (NbdfsFs *fs, gint64 deadline);
 NbdfsFile *nbdfs_file_by_ino (NbdfsFs *fs, fuse_ino_t ino);
 NbdfsFile *nbdfs_file_by_name (NbdfsFs *fs, const char *name);
 
@@ -94,6 +95,9 @@ void nbdfs_req_begin (NbdfsFs *fs);
 void nbdfs_req_end (NbdfsFs *fs);
 /* Waits until no request is owed a reply. */
 void nbdfs_req_drain (NbdfsFs *fs);
+/* The same, but only until deadline (monotonic us, 0 = never): FALSE if
+ * requests are still owed then. */
+gboolean nbdfs_req_drain_until (NbdfsFs *fs, gint64 deadline);
 
 /* ---- worker.c: the helper thread for ops that wait ---- */
 

@@ -36,8 +36,11 @@
 #include "fuse/fs.h"
 #include "nbdclient/error.h"
 
-/* Seconds a shutdown waits for a lost server to come back. */
+/* Seconds a shutdown waits for a lost server to come back, and for
+ * everything (requests in flight, the final flush) before giving up on
+ * the server. */
 #define NBDFS_SHUTDOWN_RECONNECT_GRACE 5
+#define NBDFS_SHUTDOWN_WAIT 10
 
 static const struct fuse_lowlevel_ops nbdfs_ops = {
   .init = nbdfs_fuse_init,
@@ -76,17 +79,30 @@ nbdfs_req_end (NbdfsFs *fs)
   g_mutex_unlock (&fs->inflight_lock);
 }
 
-void
-nbdfs_req_drain (NbdfsFs *fs)
+gboolean
+nbdfs_req_drain_until (NbdfsFs *fs, gint64 deadline)
 {
   g_mutex_lock (&fs->inflight_lock);
   while (fs->inflight > 0) {
     gint64 until = g_get_monotonic_time () + 10 * G_USEC_PER_SEC;
-    if (!g_cond_wait_until (&fs->inflight_cond, &fs->inflight_lock, until))
+    if (deadline && deadline < until)
+      until = deadline;
+    if (!g_cond_wait_until (&fs->inflight_cond, &fs->inflight_lock, until)) {
+      if (deadline && g_get_monotonic_time () >= deadline)
+        break;
       g_warning ("shutting down: still waiting for %u request(s) the "
                  "server has not answered", fs->inflight);
+    }
   }
+  gboolean drained = fs->inflight == 0;
   g_mutex_unlock (&fs->inflight_lock);
+  return drained;
+}
+
+void
+nbdfs_req_drain (NbdfsFs *fs)
+{
+  nbdfs_req_drain_until (fs, 0);
 }
 
 /* ---- the mount point ---- */
@@ -388,11 +404,23 @@ out:
                                 (fs.files, i))->pool,
                                NBDFS_SHUTDOWN_RECONNECT_GRACE);
   /* Every reply the kernel is owed goes out (or fails harmlessly after the
-   * unmount) before the session and the pools go away. */
+   * unmount) before the session and the pools go away. Requests still
+   * unanswered and the final flush get NBDFS_SHUTDOWN_WAIT seconds in
+   * all: past that the pools give up on the server (EIO), so a silent
+   * server cannot hold the exit for a whole request timeout. */
+  gint64 deadline = g_get_monotonic_time ()
+    + (gint64) NBDFS_SHUTDOWN_WAIT * G_USEC_PER_SEC;
+  if (!nbdfs_req_drain_until (&fs, deadline)) {
+    g_warning ("shutting down: requests unanswered after %u s; giving up on "
+               "the server (they fail with EIO)", NBDFS_SHUTDOWN_WAIT);
+    for (guint i = 0; fs.files && i < fs.files->len; i++)
+      nbdc_pool_abort (((NbdfsFile *) g_ptr_array_index (fs.files, i))->pool,
+                       "shutting down: the server did not answer in time");
+  }
   nbdfs_req_drain (&fs);
   nbdfs_worker_stop (&fs);
   nbdfs_req_drain (&fs);
-  if (nbdfs_files_close (&fs) != 0 && status == 0)
+  if (nbdfs_files_close (&fs, deadline) != 0 && status == 0)
     status = 1;
   if (handlers)
     fuse_remove_signal_handlers (se);

@@ -32,6 +32,8 @@ struct NbdPool {
   /* Reconnect (cfg.reconnect > 0). */
   GCond recond;               /* wakes backoff sleeps when closing */
   gboolean closing;
+  gboolean aborted;           /* nbdc_pool_abort: no more reconnects,
+                                 no parking, connections killed */
   gint64 cut_at;              /* monotonic us: reconnects give up here
                                  (nbdc_pool_limit_reconnect); 0 = none */
   unsigned reconnecting;      /* reconnect threads at work */

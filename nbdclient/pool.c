@@ -380,7 +380,8 @@ static gboolean
 pool_park (NbdPool *pool, const NbdcCmd *cmd, gboolean fresh)
 {
   g_mutex_lock (&pool->lock);
-  gboolean park = pool->reconnecting > 0 && !pool->closing;
+  gboolean park = pool->reconnecting > 0 && !pool->closing
+    && !pool->aborted;
   if (park) {
     Parked *p = g_new (Parked, 1);
     p->cmd = *cmd;
@@ -464,11 +465,17 @@ pool_reconnect_thread (gpointer data)
     if (t) {
       NbdConn *c = pool_conn_new (pool, t, &e, i);
       nbdc_export_clear (&e);
-      NbdConn *old = CONN (pool, i);
-      g_atomic_pointer_set (&pool->conns[i], c);
       g_mutex_lock (&pool->lock);
-      g_ptr_array_add (pool->retired, old);
+      gboolean aborted = pool->aborted;
+      if (!aborted) {
+        g_ptr_array_add (pool->retired, CONN (pool, i));
+        g_atomic_pointer_set (&pool->conns[i], c);
+      }
       g_mutex_unlock (&pool->lock);
+      if (aborted) {
+        nbdc_conn_free (c);
+        break;
+      }
       g_message ("connection %u re-established after %.1f s (%u attempts)",
                  i + 1, (g_get_monotonic_time () - start) / 1e6, attempts);
       ok = TRUE;
@@ -559,8 +566,8 @@ pool_probe_thread (gpointer data)
     /* Only a slot nobody else is re-opening (a reconnect that started
      * meanwhile owns its slot). */
     g_mutex_lock (&pool->lock);
-    gboolean take = !pool->closing && pool->reconnecting == 0
-      && !nbdc_conn_is_alive (CONN (pool, i));
+    gboolean take = !pool->closing && !pool->aborted
+      && pool->reconnecting == 0 && !nbdc_conn_is_alive (CONN (pool, i));
     if (take) {
       g_ptr_array_add (pool->retired, CONN (pool, i));
       g_atomic_pointer_set (&pool->conns[i], c);
@@ -585,8 +592,8 @@ pool_probe (NbdPool *pool)
   if (!pool->cfg.reconnect)
     return;
   g_mutex_lock (&pool->lock);
-  if (pool->closing || pool->cut_at || pool->reconnecting > 0
-      || pool->probing || g_get_monotonic_time () < pool->probe_after) {
+  if (pool->closing || pool->aborted || pool->cut_at
+      || pool->reconnecting > 0 || pool->probing || g_get_monotonic_time () < pool->probe_after) {
     g_mutex_unlock (&pool->lock);
     return;
   }
@@ -608,7 +615,7 @@ pool_conn_dead (void *opaque, NbdConn *conn)
   for (unsigned i = 0; i < pool->n; i++)
     if (CONN (pool, i) == conn)
       idx = i;
-  if (pool->closing || idx < 0) {
+  if (pool->closing || pool->aborted || idx < 0) {
     g_mutex_unlock (&pool->lock);
     return;
   }
@@ -741,21 +748,69 @@ nbdc_pool_open (const NbdcOptions *opts, const NbdcPoolConfig *cfg,
   return pool;
 }
 
+void
+nbdc_pool_abort (NbdPool *pool, const char *reason)
+{
+  g_mutex_lock (&pool->lock);
+  pool->aborted = TRUE;
+  pool->cut_at = g_get_monotonic_time ();
+  g_cond_broadcast (&pool->recond);
+  g_mutex_unlock (&pool->lock);
+  for (unsigned i = 0; i < pool->n; i++)
+    nbdc_conn_kill (CONN (pool, i), reason);
+}
+
+static void
+pool_abort_late (NbdPool *pool)
+{
+  nbdc_pool_abort (pool, "shutting down: the server did not answer in time");
+}
+
 int
-nbdc_pool_close (NbdPool *pool)
+nbdc_pool_close_until (NbdPool *pool, gint64 deadline)
 {
   if (!pool)
     return 0;
   g_mutex_lock (&pool->lock);
-  while (pool->outstanding > 0)
-    g_cond_wait (&pool->cond, &pool->lock);
+  while (pool->outstanding > 0) {
+    if (deadline == 0)
+      g_cond_wait (&pool->cond, &pool->lock);
+    else if (!g_cond_wait_until (&pool->cond, &pool->lock, deadline)) {
+      g_mutex_unlock (&pool->lock);
+      pool_abort_late (pool);
+      g_mutex_lock (&pool->lock);
+      deadline = 0;           /* everything ends with EIO now */
+    }
+  }
   gboolean dirty = FALSE;
   for (unsigned i = 0; i < pool->n; i++)
     dirty |= pool->dirty[i];
   g_mutex_unlock (&pool->lock);
   int err = 0;
-  if (dirty)
-    err = nbdc_pool_flush_sync (pool);
+  if (dirty) {
+    SyncWait w;
+    SYNC_INIT (w);
+    nbdc_pool_flush (pool, sync_done, &w);
+    g_mutex_lock (&w.lock);
+    while (!w.done) {
+      if (deadline == 0)
+        g_cond_wait (&w.cond, &w.lock);
+      else if (!g_cond_wait_until (&w.cond, &w.lock, deadline)) {
+        g_mutex_unlock (&w.lock);
+        pool_abort_late (pool);
+        g_mutex_lock (&w.lock);
+        deadline = 0;
+      }
+    }
+    g_mutex_unlock (&w.lock);
+    err = sync_wait (&w);
+  }
   pool_free (pool);
   return err;
+}
+
+int
+nbdc_pool_close (NbdPool *pool)
+{
+  return nbdc_pool_close_until (pool, 0);
 }

@@ -100,9 +100,18 @@ int nbdc_pool_flush_sync (NbdPool *pool);
  * then fail with EIO. Safe from any thread but a done callback. */
 void nbdc_pool_limit_reconnect (NbdPool *pool, unsigned seconds);
 
+/* Gives up on the server: kills every connection and stops reconnecting,
+ * so everything pending and everything submitted later fails with EIO
+ * (shutdown past its deadline). reason goes into the warnings. */
+void nbdc_pool_abort (NbdPool *pool, const char *reason);
+
 /* Waits for everything in flight, flushes if anything was written since the
  * last flush, sends NBD_CMD_DISC on every connection, joins the readers and
  * frees. Returns 0 or the errno of that final flush. */
 int nbdc_pool_close (NbdPool *pool);
+/* The same, but if the waiting and the flush are not done by `deadline`
+ * (g_get_monotonic_time microseconds; 0 = no limit), aborts (see above):
+ * the flush then fails with EIO. */
+int nbdc_pool_close_until (NbdPool *pool, gint64 deadline);
 
 #endif

@@ -18,6 +18,8 @@
 #    connection is re-opened, writes go on, fusermount3 -u exits 0.
 # 5. A SIGSTOPped server (even the reconnect handshake hangs): the read
 #    fails with EIO after --timeout, fusermount3 -u exits 0 within 15 s.
+# 6. SIGTERM while a silent server owes a read, default --timeout (120 s):
+#    nbdfs gives up on it after 10 s and exits within 15 s.
 # timeout: 90
 source "$SRCDIR/test/functions.sh"
 source "$SRCDIR/test/fuse-functions.sh"
@@ -209,4 +211,30 @@ cat "$tmp/log5"
 [ "$rc" = 0 ] || fail "nbdfs exited $rc (nothing was left to flush)"
 grep -q 'no data from the server for 2 s' "$tmp/log5" || fail "no timeout line"
 kill -CONT "$nbdkit_pid"
+kill_pid "$nbdkit_pid"
+
+# ---- 6. SIGTERM while a silent server owes a read, default --timeout
+# (120 s): shutdown gives up on it after 10 s ----
+rm -f "$sock"
+start_nbdkit "$sock" --filter=delay file "$img" delay-read=1000
+start_nbdfs "$mnt" "$sock" -C 1 2> "$tmp/log6"
+( pyio errno 'import os, mmap
+fd = os.open("'"$mnt"'/disk", os.O_RDONLY | os.O_DIRECT)
+m = mmap.mmap(-1, 4096)
+os.preadv(fd, [m], 4194304)' > "$tmp/reader6" ) &
+rpid=$!
+cleanup_fn kill_pid "$rpid"
+sleep 1
+kill -0 "$rpid" || fail "the read did not wait for the silent server"
+start=$(date +%s)
+kill -TERM "$nbdfs_pid"
+nbdfs_exits_within 15
+echo "SIGTERM with a read owed took $(( $(date +%s) - start )) s"
+wait "$rpid" || true
+cat "$tmp/log6" "$tmp/reader6"
+grep -qE '^(EIO|ENOTCONN|ECONNABORTED)$' "$tmp/reader6" ||
+  fail "the reader saw no error"
+grep -q 'requests unanswered after 10 s; giving up' "$tmp/log6" ||
+  fail "no give-up line"
+! _fuse_mounted "$mnt" || fail "still mounted"
 echo OK
