@@ -13,7 +13,7 @@ set style fill solid 0.8 border -1
 set boxwidth 0.9
 set xtics rotate by -40 scale 0
 set yrange [0:*]
-set offsets 0.6, 0.6, 0, 0
+set offsets 0.6, 0.6, 0.25, 0
 set rmargin 10
 set bmargin 9
 set grid ytics
