@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -448,6 +449,14 @@ nbdfs_fuse_run (NbdfsCli *cli, GError **error)
 
   if (mountpoint == NULL)
     return -1;
+  /* Every large request lives in a buffer of up to 1 MiB (max_write) that
+   * is allocated on one thread and freed on the connection's reader. With
+   * glibc's defaults those come and go as fresh mappings or trimmed heap,
+   * and the benchmark showed 15-18% of the daemon's CPU in page faults and
+   * page clearing at 1 MiB queue depth 16. Keep them in the heap and keep
+   * up to 64 MiB of freed heap for reuse. */
+  mallopt (M_MMAP_THRESHOLD, 4 << 20);
+  mallopt (M_TRIM_THRESHOLD, 64 << 20);
   if (cli->pidfile && !g_path_is_absolute (cli->pidfile)) {
     /* The daemon runs in /: keep the path meaning what the user meant. */
     g_autofree char *cwd = g_get_current_dir ();
