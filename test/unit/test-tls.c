@@ -146,6 +146,7 @@ server_thread (gpointer data)
   /* Closing our end tells a failing client that the handshake is over. */
   shutdown (s->fd, SHUT_RDWR);
   gnutls_deinit (session);
+  gnutls_free (ticket_key.data);
   if (x509)
     gnutls_certificate_free_credentials (x509);
   if (psk)
