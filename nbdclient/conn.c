@@ -72,6 +72,11 @@ struct NbdConn {
   GMutex lock;
   GCond cond;                 /* sender: work or slot available, or stop */
   GCond idle;                 /* drain: nothing queued or in flight */
+  /* Threads blocked on cond / idle right now. glib's g_cond_signal is a
+   * futex syscall even with nobody waiting; the reply path checks these
+   * so a qd1 completion costs no wake-up nobody needs. */
+  gboolean sender_waiting;
+  unsigned idle_waiters;
   GQueue queue;               /* NbdcReq not yet in the table */
   Slot *slots;
   uint32_t *free_slots;
@@ -330,8 +335,11 @@ conn_complete (NbdConn *c, NbdcReq *req, int err)
   c->slots[req->slot].req = NULL;
   c->free_slots[c->n_free++] = req->slot;
   c->in_flight--;
-  g_cond_signal (&c->cond);
-  if (c->in_flight == 0 && c->queue.length == 0)
+  /* The sender can only use a freed slot if something is queued (it
+   * waits for queue.length > 0 && n_free > 0); drain waits for idle. */
+  if (c->sender_waiting && c->queue.length > 0)
+    g_cond_signal (&c->cond);
+  if (c->idle_waiters && c->in_flight == 0 && c->queue.length == 0)
     g_cond_broadcast (&c->idle);
   if (req->sending) {
     req->finished = TRUE;
@@ -820,8 +828,11 @@ conn_sender (gpointer data)
   for (;;) {
     while (!c->dead && !c->broken
            && (c->queue.length == 0 || c->n_free == 0)
-           && !(c->stopping && c->queue.length == 0))
+           && !(c->stopping && c->queue.length == 0)) {
+      c->sender_waiting = TRUE;
       g_cond_wait (&c->cond, &c->lock);
+      c->sender_waiting = FALSE;
+    }
     if (c->dead || c->broken || c->queue.length == 0)
       break;
     NbdcReq *req = g_queue_pop_head (&c->queue);
@@ -923,7 +934,8 @@ nbdc_conn_submit (NbdConn *c, const NbdcCmd *cmd)
     return;
   }
   g_queue_push_tail (&c->queue, req);
-  g_cond_signal (&c->cond);
+  if (c->sender_waiting)
+    g_cond_signal (&c->cond);
   g_mutex_unlock (&c->lock);
 }
 
@@ -958,8 +970,11 @@ void
 nbdc_conn_drain (NbdConn *c)
 {
   g_mutex_lock (&c->lock);
-  while (!c->dead && (c->in_flight > 0 || c->queue.length > 0))
+  while (!c->dead && (c->in_flight > 0 || c->queue.length > 0)) {
+    c->idle_waiters++;
     g_cond_wait (&c->idle, &c->lock);
+    c->idle_waiters--;
+  }
   g_mutex_unlock (&c->lock);
 }
 
