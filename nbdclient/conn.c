@@ -6,7 +6,11 @@
  * callback runs on the reader and may submit more work (read-modify-write
  * does). If the reader itself wrote to the socket it could block on a full
  * send buffer while the server blocks on a full reply buffer: deadlock. So
- * submitters only queue; the sender thread writes; the reader only reads.
+ * the reader only reads, and anything submitted from a reader or from a
+ * completion callback is queued for the sender thread. Other submitters
+ * (FUSE workers) write their request themselves when nothing is queued and
+ * the send path is free: a qd1 request then costs no thread hand-off.
+ * send_lock serialises writers (one request's sendmsg at a time).
  *
  * Only the reader completes an in-flight request or tears the connection
  * down, because only it knows whether it is writing into a request's
@@ -92,7 +96,14 @@ struct NbdConn {
 
   GThread *reader;
   GThread *sender;
+  GMutex send_lock;           /* held across one request's sendv; taken
+                               * after lock is dropped, or try-locked */
 };
+
+/* > 0 on a reader thread (any connection's) and inside done/salvage
+ * callbacks: such a thread must never block on a socket send (see the
+ * top of the file), so its submissions always go through the queue. */
+static __thread unsigned no_direct_send;
 
 static void
 req_free (NbdcReq *req)
@@ -106,10 +117,12 @@ req_free (NbdcReq *req)
 static void
 req_finish (NbdConn *c, NbdcReq *req, int err, gboolean salvage)
 {
+  no_direct_send++;
   if (salvage && c->salvage)
     c->salvage (c->opaque, c, &req->cmd);
   else
     req->cmd.done (req->cmd.opaque, err);
+  no_direct_send--;
   req_free (req);
 }
 
@@ -744,6 +757,8 @@ conn_reader (gpointer data)
 {
   NbdConn *c = data;
   Death d = { 0 };
+  /* Also covers the dead_fn callback and the pool code it runs. */
+  no_direct_send++;
   for (;;) {
     uint8_t hdr[sizeof (struct nbd_structured_reply)];
     int err = 0;
@@ -820,6 +835,56 @@ conn_send_request (NbdConn *c, const NbdcCmd *cmd, uint64_t cookie)
   return conn_sendv_all (c, iov, n);
 }
 
+/* Writes req (already in its slot, req->sending set) with send_lock
+ * held by the caller and c->lock not held; releases send_lock. Then does
+ * what the reader left for us (a reply that came while we were still
+ * sending) and records a send failure for the reader. Returns with
+ * c->lock not held. */
+static void
+conn_send_locked (NbdConn *c, NbdcReq *req, uint64_t cookie)
+{
+  if (c->debug)
+    g_debug ("%s: cookie 0x%" G_GINT64_MODIFIER "x: sending %s flags 0x%x "
+             "offset %" G_GUINT64_FORMAT " count %" G_GUINT32_FORMAT,
+             c->name, cookie, nbdc_cmd_name (req->cmd.type), req->cmd.flags,
+             req->cmd.offset, req->cmd.count);
+  int err = conn_send_request (c, &req->cmd, cookie);
+  g_mutex_unlock (&c->send_lock);
+
+  g_mutex_lock (&c->lock);
+  req->sending = FALSE;
+  if (err && !c->broken) {
+    c->broken = TRUE;
+    c->broken_reason = g_strdup_printf ("sending %s: %s",
+                                        nbdc_cmd_name (req->cmd.type),
+                                        g_strerror (err));
+  }
+  gboolean finished = req->finished;
+  int ferr = req->final_err;
+  gboolean salv = req->final_salvage;
+  g_mutex_unlock (&c->lock);
+  if (finished)
+    req_finish (c, req, ferr, salv);
+  if (err)
+    conn_shutdown_transport (c);
+}
+
+/* Puts req into a free slot (c->lock held, n_free > 0). Returns the
+ * cookie. */
+static uint64_t
+conn_take_slot (NbdConn *c, NbdcReq *req)
+{
+  uint32_t slot = c->free_slots[--c->n_free];
+  Slot *s = &c->slots[slot];
+  s->gen++;
+  s->req = req;
+  req->slot = slot;
+  req->sending = TRUE;
+  if (c->in_flight++ == 0)
+    c->last_progress = g_get_monotonic_time ();
+  return cookie_of (s, slot);
+}
+
 static gpointer
 conn_sender (gpointer data)
 {
@@ -836,51 +901,21 @@ conn_sender (gpointer data)
     if (c->dead || c->broken || c->queue.length == 0)
       break;
     NbdcReq *req = g_queue_pop_head (&c->queue);
-    uint32_t slot = c->free_slots[--c->n_free];
-    Slot *s = &c->slots[slot];
-    s->gen++;
-    s->req = req;
-    req->slot = slot;
-    req->sending = TRUE;
-    if (c->in_flight++ == 0)
-      c->last_progress = g_get_monotonic_time ();
-    uint64_t cookie = cookie_of (s, slot);
+    uint64_t cookie = conn_take_slot (c, req);
     g_mutex_unlock (&c->lock);
 
-    if (c->debug)
-      g_debug ("%s: cookie 0x%" G_GINT64_MODIFIER "x: sending %s flags 0x%x "
-               "offset %" G_GUINT64_FORMAT " count %" G_GUINT32_FORMAT,
-               c->name, cookie, nbdc_cmd_name (req->cmd.type), req->cmd.flags,
-               req->cmd.offset, req->cmd.count);
-    int err = conn_send_request (c, &req->cmd, cookie);
-
+    g_mutex_lock (&c->send_lock);
+    conn_send_locked (c, req, cookie);
     g_mutex_lock (&c->lock);
-    req->sending = FALSE;
-    if (err && !c->broken) {
-      c->broken = TRUE;
-      c->broken_reason = g_strdup_printf ("sending %s: %s",
-                                          nbdc_cmd_name (req->cmd.type),
-                                          g_strerror (err));
-    }
-    if (req->finished) {
-      int ferr = req->final_err;
-      gboolean salv = req->final_salvage;
-      g_mutex_unlock (&c->lock);
-      req_finish (c, req, ferr, salv);
-      g_mutex_lock (&c->lock);
-    }
-    if (err) {
-      g_mutex_unlock (&c->lock);
-      conn_shutdown_transport (c);
-      g_mutex_lock (&c->lock);
-    }
   }
   gboolean disc = c->send_disc && !c->dead;
   g_mutex_unlock (&c->lock);
   if (disc) {
     NbdcCmd cmd = { .type = NBD_CMD_DISC };
     g_debug ("%s: server said ESHUTDOWN: sending disc", c->name);
+    g_mutex_lock (&c->send_lock);
     conn_send_request (c, &cmd, 0);
+    g_mutex_unlock (&c->send_lock);
     conn_shutdown_transport (c);
   }
   return NULL;
@@ -906,6 +941,7 @@ nbdc_conn_new (NbdTransport *t, const NbdExport *exp,
   c->debug = !g_log_writer_default_would_drop (G_LOG_LEVEL_DEBUG,
                                                 G_LOG_DOMAIN);
   g_mutex_init (&c->lock);
+  g_mutex_init (&c->send_lock);
   g_cond_init (&c->cond);
   g_cond_init (&c->idle);
   g_queue_init (&c->queue);
@@ -931,6 +967,15 @@ nbdc_conn_submit (NbdConn *c, const NbdcCmd *cmd)
     gboolean salvage = !c->stopping && c->salvage != NULL;
     g_mutex_unlock (&c->lock);
     req_finish (c, req, EIO, salvage);
+    return;
+  }
+  /* Send it ourselves if nothing is ahead of it and no one is writing
+   * (try-lock: never wait for the socket with c->lock held). */
+  if (!no_direct_send && c->queue.length == 0 && c->n_free > 0
+      && g_mutex_trylock (&c->send_lock)) {
+    uint64_t cookie = conn_take_slot (c, req);
+    g_mutex_unlock (&c->lock);
+    conn_send_locked (c, req, cookie);
     return;
   }
   g_queue_push_tail (&c->queue, req);
@@ -1013,13 +1058,16 @@ nbdc_conn_free (NbdConn *c)
     NbdcCmd disc = { .type = NBD_CMD_DISC };
     if (c->debug)
       g_debug ("%s: sending disc", c->name);
+    g_mutex_lock (&c->send_lock);
     conn_send_request (c, &disc, 0);
+    g_mutex_unlock (&c->send_lock);
   }
   conn_shutdown_transport (c);
   g_thread_join (c->reader);
 
   nbdc_transport_free (c->t);
   g_mutex_clear (&c->lock);
+  g_mutex_clear (&c->send_lock);
   g_cond_clear (&c->cond);
   g_cond_clear (&c->idle);
   g_free (c->slots);
