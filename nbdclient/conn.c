@@ -36,6 +36,12 @@
 /* Non-read replies get this many chunks before we call the reply endless. */
 #define MAX_OTHER_CHUNKS  1024
 #define POLL_STEP_MS      1000
+/* Replies are read through a buffer (reader thread only): one recv takes
+ * a whole small reply, or several, instead of one recv and one poll per
+ * header field and payload. A payload at least RBUF_DIRECT long, met
+ * with the buffer empty, is read straight into its destination. */
+#define RBUF_SIZE         (64 * 1024)
+#define RBUF_DIRECT       (RBUF_SIZE / 2)
 
 typedef struct {
   uint64_t start, end;
@@ -96,6 +102,8 @@ struct NbdConn {
 
   GThread *reader;
   GThread *sender;
+  uint8_t *rbuf;              /* reader only: bytes received, not parsed */
+  size_t rpos, rlen;          /* unparsed bytes are rbuf[rpos, rlen) */
   GMutex send_lock;           /* held across one request's sendv; taken
                                * after lock is dropped, or try-locked */
 };
@@ -175,28 +183,60 @@ conn_wait (NbdConn *c, gboolean boundary)
   }
 }
 
-/* Reads exactly len bytes. *errp gets errno for RECV_ERROR. */
+/* Reads exactly len bytes (from the buffer first). *errp gets errno for
+ * RECV_ERROR. With the buffer empty it polls (conn_wait: the request
+ * timeout) only where a read would likely block: at a message boundary
+ * (the next reply may be a while), after a recv found nothing (EAGAIN),
+ * or when the transport cannot recv without waiting (TLS: conn_wait
+ * asks its pending() first). Any byte received is progress. */
 static RecvResult
 conn_recv (NbdConn *c, void *buf, size_t len, gboolean boundary, int *errp)
 {
   char *p = buf;
+  gboolean again = FALSE;
   while (len > 0) {
-    RecvResult w = conn_wait (c, boundary);
-    if (w != RECV_OK) {
-      *errp = errno;
-      return w;
+    if (c->rpos < c->rlen) {
+      size_t n = MIN (len, c->rlen - c->rpos);
+      memcpy (p, c->rbuf + c->rpos, n);
+      c->rpos += n;
+      p += n;
+      len -= n;
+      boundary = FALSE;
+      continue;
     }
-    ssize_t r = c->t->ops->recv (c->t, p, len);
+    c->rpos = c->rlen = 0;
+    gboolean nowait = c->t->ops->recv_nowait != NULL;
+    if (boundary || again || !nowait) {
+      RecvResult w = conn_wait (c, boundary);
+      if (w != RECV_OK) {
+        *errp = errno;
+        return w;
+      }
+    }
+    again = FALSE;
+    gboolean direct = len >= RBUF_DIRECT;
+    void *dst = direct ? (void *) p : c->rbuf;
+    size_t cap = direct ? len : RBUF_SIZE;
+    ssize_t r = nowait ? c->t->ops->recv_nowait (c->t, dst, cap)
+      : c->t->ops->recv (c->t, dst, cap);
     if (r == 0)
       return RECV_EOF;
     if (r < 0) {
-      if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        again = TRUE;
+        continue;
+      }
+      if (errno == EINTR)
         continue;
       *errp = errno;
       return RECV_ERROR;
     }
-    p += r;
-    len -= r;
+    if (direct) {
+      p += r;
+      len -= r;
+    }
+    else
+      c->rlen = r;
     boundary = FALSE;
     if (c->timeout) {
       g_mutex_lock (&c->lock);
@@ -942,6 +982,7 @@ nbdc_conn_new (NbdTransport *t, const NbdExport *exp,
                                                 G_LOG_DOMAIN);
   g_mutex_init (&c->lock);
   g_mutex_init (&c->send_lock);
+  c->rbuf = g_malloc (RBUF_SIZE);
   g_cond_init (&c->cond);
   g_cond_init (&c->idle);
   g_queue_init (&c->queue);
@@ -1070,6 +1111,7 @@ nbdc_conn_free (NbdConn *c)
   g_mutex_clear (&c->send_lock);
   g_cond_clear (&c->cond);
   g_cond_clear (&c->idle);
+  g_free (c->rbuf);
   g_free (c->slots);
   g_free (c->free_slots);
   g_free (c->broken_reason);

@@ -22,6 +22,16 @@ plain_recv (NbdTransport *t, void *buf, size_t len)
 }
 
 static ssize_t
+plain_recv_nowait (NbdTransport *t, void *buf, size_t len)
+{
+  ssize_t r;
+  do
+    r = recv (t->fd, buf, len, MSG_DONTWAIT);
+  while (r < 0 && errno == EINTR);
+  return r;
+}
+
+static ssize_t
 plain_send (NbdTransport *t, const void *buf, size_t len)
 {
   ssize_t r;
@@ -58,6 +68,7 @@ plain_shutdown (NbdTransport *t)
 
 static const NbdTransportOps plain_ops = {
   .recv = plain_recv,
+  .recv_nowait = plain_recv_nowait,
   .send = plain_send,
   .sendv = plain_sendv,
   .pending = plain_pending,

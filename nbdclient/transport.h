@@ -20,6 +20,11 @@ typedef struct {
    * is still incomplete), like a socket with SO_RCVTIMEO: callers check
    * their own deadline and call again. */
   ssize_t (*recv) (NbdTransport *t, void *buf, size_t len);
+  /* Optional (NULL = not offered): like recv, but fails with EAGAIN at
+   * once instead of waiting when nothing is available (recv with
+   * MSG_DONTWAIT). Lets the transmission reader skip a poll() per read
+   * when bytes are already there. */
+  ssize_t (*recv_nowait) (NbdTransport *t, void *buf, size_t len);
   ssize_t (*send) (NbdTransport *t, const void *buf, size_t len);
   ssize_t (*sendv) (NbdTransport *t, const struct iovec *iov, int iovcnt);
   /* TRUE if bytes are already buffered inside the transport (TLS records),

@@ -22,6 +22,14 @@ t_recv (NbdTransport *t, void *buf, size_t len)
   return recv (t->fd, buf, len, 0);
 }
 
+/* As the plain transport: the reader's no-poll fast path (conn.c) is
+ * what these cases exercise; tls-nbdkit covers transports without it. */
+static ssize_t
+t_recv_nowait (NbdTransport *t, void *buf, size_t len)
+{
+  return recv (t->fd, buf, len, MSG_DONTWAIT);
+}
+
 static ssize_t
 t_send (NbdTransport *t, const void *buf, size_t len)
 {
@@ -42,7 +50,8 @@ t_shutdown (NbdTransport *t)
 }
 
 static const NbdTransportOps test_ops = {
-  .recv = t_recv, .send = t_send, .sendv = t_sendv,
+  .recv = t_recv, .recv_nowait = t_recv_nowait, .send = t_send,
+  .sendv = t_sendv,
   .shutdown = t_shutdown, .name = "test",
 };
 
