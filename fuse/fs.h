@@ -60,7 +60,8 @@ typedef struct {
   /* Requests owed a reply (see above). */
   GMutex inflight_lock;
   GCond inflight_cond;
-  guint inflight;
+  gint inflight;               /* requests owed a reply (atomic) */
+  gint draining;               /* someone waits in drain (atomic) */
   /* The helper thread's queue (worker.c). */
   GAsyncQueue *jobs;
   GThread *worker;

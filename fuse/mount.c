@@ -62,29 +62,36 @@ static const struct fuse_lowlevel_ops nbdfs_ops = {
 
 /* ---- requests owed a reply ---- */
 
+/* The counter is touched twice per FUSE request, so it is atomic, and the
+ * lock and condition are used only while someone drains (shutdown): at
+ * queue depth 1 a broadcast per request was a futex call per request.
+ * Sequentially consistent atomics make the hand-off safe: either the
+ * drainer sees the count reach zero, or the last request sees the drainer
+ * and wakes it under the lock the drainer waits with. */
 void
 nbdfs_req_begin (NbdfsFs *fs)
 {
-  g_mutex_lock (&fs->inflight_lock);
-  fs->inflight++;
-  g_mutex_unlock (&fs->inflight_lock);
+  g_atomic_int_inc (&fs->inflight);
 }
 
 void
 nbdfs_req_end (NbdfsFs *fs)
 {
-  g_mutex_lock (&fs->inflight_lock);
-  g_assert (fs->inflight > 0);
-  if (--fs->inflight == 0)
+  g_assert (g_atomic_int_get (&fs->inflight) > 0);
+  if (g_atomic_int_dec_and_test (&fs->inflight)
+      && g_atomic_int_get (&fs->draining)) {
+    g_mutex_lock (&fs->inflight_lock);
     g_cond_broadcast (&fs->inflight_cond);
-  g_mutex_unlock (&fs->inflight_lock);
+    g_mutex_unlock (&fs->inflight_lock);
+  }
 }
 
 gboolean
 nbdfs_req_drain_until (NbdfsFs *fs, gint64 deadline)
 {
   g_mutex_lock (&fs->inflight_lock);
-  while (fs->inflight > 0) {
+  g_atomic_int_set (&fs->draining, 1);
+  while (g_atomic_int_get (&fs->inflight) > 0) {
     gint64 until = g_get_monotonic_time () + 10 * G_USEC_PER_SEC;
     if (deadline && deadline < until)
       until = deadline;
@@ -92,10 +99,12 @@ nbdfs_req_drain_until (NbdfsFs *fs, gint64 deadline)
       if (deadline && g_get_monotonic_time () >= deadline)
         break;
       g_warning ("shutting down: still waiting for %u request(s) the "
-                 "server has not answered", fs->inflight);
+                 "server has not answered",
+                 (guint) g_atomic_int_get (&fs->inflight));
     }
   }
-  gboolean drained = fs->inflight == 0;
+  gboolean drained = g_atomic_int_get (&fs->inflight) == 0;
+  g_atomic_int_set (&fs->draining, 0);
   g_mutex_unlock (&fs->inflight_lock);
   return drained;
 }
