@@ -68,6 +68,15 @@ nbdfs_file_by_ino (NbdfsFs *fs, fuse_ino_t ino)
 }
 
 NbdfsFile *
+nbdfs_file_for_io (fuse_req_t req, NbdfsFs *fs, fuse_ino_t ino)
+{
+  NbdfsFile *f = nbdfs_file_by_ino (fs, ino);
+  if (f == NULL)
+    fuse_reply_err (req, ino == FUSE_ROOT_ID ? EISDIR : ENOENT);
+  return f;
+}
+
+NbdfsFile *
 nbdfs_file_by_name (NbdfsFs *fs, const char *name)
 {
   for (guint i = 0; i < fs->files->len; i++) {

@@ -78,6 +78,9 @@ gboolean nbdfs_files_open (NbdfsFs *fs, GError **error);
  * deadline (monotonic us, 0 = never). Returns 0 or the first errno. */
 int nbdfs_files_close (NbdfsFs *fs, gint64 deadline);
 NbdfsFile *nbdfs_file_by_ino (NbdfsFs *fs, fuse_ino_t ino);
+/* The file an op on it (open, read, write, fallocate, lseek) is for, or
+ * NULL after replying EISDIR (the root) or ENOENT. */
+NbdfsFile *nbdfs_file_for_io (fuse_req_t req, NbdfsFs *fs, fuse_ino_t ino);
 NbdfsFile *nbdfs_file_by_name (NbdfsFs *fs, const char *name);
 
 /* ---- ops-attr.c: attributes ---- */

@@ -200,12 +200,10 @@ void
 nbdfs_fuse_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
   NbdfsFs *fs = nbdfs_fs (req);
-  NbdfsFile *f = nbdfs_file_by_ino (fs, ino);
+  NbdfsFile *f = nbdfs_file_for_io (req, fs, ino);
 
-  if (f == NULL) {
-    fuse_reply_err (req, ino == FUSE_ROOT_ID ? EISDIR : ENOENT);
+  if (f == NULL)
     return;
-  }
   int acc = fi->flags & O_ACCMODE;
   if (acc != O_RDONLY && f->read_only) {
     fuse_reply_err (req, EROFS);

@@ -47,14 +47,12 @@ nbdfs_fuse_fallocate (fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
                       off_t length, struct fuse_file_info *fi)
 {
   NbdfsFs *fs = nbdfs_fs (req);
-  NbdfsFile *f = nbdfs_file_by_ino (fs, ino);
+  NbdfsFile *f = nbdfs_file_for_io (req, fs, ino);
   const int known = FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE
     | FALLOC_FL_ZERO_RANGE;
 
-  if (f == NULL) {
-    fuse_reply_err (req, ino == FUSE_ROOT_ID ? EISDIR : ENOENT);
+  if (f == NULL)
     return;
-  }
   if ((mode & ~known) != 0
       || ((mode & FALLOC_FL_PUNCH_HOLE) && (mode & FALLOC_FL_ZERO_RANGE))) {
     fuse_reply_err (req, EOPNOTSUPP);

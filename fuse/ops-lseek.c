@@ -107,12 +107,10 @@ nbdfs_fuse_lseek (fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
                   struct fuse_file_info *fi)
 {
   NbdfsFs *fs = nbdfs_fs (req);
-  NbdfsFile *f = nbdfs_file_by_ino (fs, ino);
+  NbdfsFile *f = nbdfs_file_for_io (req, fs, ino);
 
-  if (f == NULL) {
-    fuse_reply_err (req, ino == FUSE_ROOT_ID ? EISDIR : ENOENT);
+  if (f == NULL)
     return;
-  }
   if (whence != SEEK_DATA && whence != SEEK_HOLE) {
     /* The kernel handles SEEK_SET/CUR/END itself. */
     fuse_reply_err (req, EINVAL);

@@ -32,12 +32,10 @@ nbdfs_fuse_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                  struct fuse_file_info *fi)
 {
   NbdfsFs *fs = nbdfs_fs (req);
-  NbdfsFile *f = nbdfs_file_by_ino (fs, ino);
+  NbdfsFile *f = nbdfs_file_for_io (req, fs, ino);
 
-  if (f == NULL) {
-    fuse_reply_err (req, ino == FUSE_ROOT_ID ? EISDIR : ENOENT);
+  if (f == NULL)
     return;
-  }
   if (off < 0) {
     fuse_reply_err (req, EINVAL);
     return;

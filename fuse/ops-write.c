@@ -54,13 +54,11 @@ nbdfs_fuse_write (fuse_req_t req, fuse_ino_t ino, const char *buf,
                   size_t size, off_t off, struct fuse_file_info *fi)
 {
   NbdfsFs *fs = nbdfs_fs (req);
-  NbdfsFile *f = nbdfs_file_by_ino (fs, ino);
+  NbdfsFile *f = nbdfs_file_for_io (req, fs, ino);
   uint32_t flags = 0;
 
-  if (f == NULL) {
-    fuse_reply_err (req, ino == FUSE_ROOT_ID ? EISDIR : ENOENT);
+  if (f == NULL)
     return;
-  }
   if (f->read_only) {
     fuse_reply_err (req, EROFS);
     return;
