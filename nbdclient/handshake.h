@@ -46,6 +46,9 @@ gboolean nbdc_handshake_begin (NbdcHandshake *h, int fd,
 NbdcTlsMode nbdc_tls_mode (const NbdcOptions *opts);
 /* now + opts->handshake_timeout (default 30 s), monotonic microseconds. */
 gint64 nbdc_handshake_deadline (const NbdcOptions *opts);
+/* Oldstyle servers have one unnamed export ("Oldstyle negotiation"):
+ * FALSE with a usage hint if the caller asked for a name. */
+gboolean nbdc_oldstyle_check_name (const char *export, GError **error);
 /* Closes the transport (idempotent). */
 void nbdc_handshake_close (NbdcHandshake *h);
 

@@ -113,12 +113,8 @@ query_info (const NbdcOptions *opts, NbdExport *exp, GPtrArray **contexts,
   switch (h.style) {
   case NBDC_STYLE_OLDSTYLE:
     /* The greeting was everything there is to know; just hang up. */
-    if (*export) {
-      g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_UNSUPPORTED,
-                   "the server uses oldstyle negotiation, which has no "
-                   "export names: leave out the export name \"%s\"", export);
+    if (!nbdc_oldstyle_check_name (export, error))
       goto fail;
-    }
     nbdc_handshake_close (&h);
     break;
 

@@ -23,6 +23,17 @@ nbdc_export_init (NbdExport *exp, const char *name)
   exp->name = g_strdup (name ? name : "");
 }
 
+gboolean
+nbdc_oldstyle_check_name (const char *export, GError **error)
+{
+  if (*export == '\0')
+    return TRUE;
+  g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_UNSUPPORTED,
+               "the server uses oldstyle negotiation, which has no "
+               "export names: leave out the export name \"%s\"", export);
+  return FALSE;
+}
+
 void
 nbdc_handshake_close (NbdcHandshake *h)
 {
@@ -236,12 +247,8 @@ negotiate (int fd, const NbdcOptions *opts, NbdExport *exp,
 
   switch (h.style) {
   case NBDC_STYLE_OLDSTYLE:
-    if (*export) {
-      g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_UNSUPPORTED,
-                   "the server uses oldstyle negotiation, which has no "
-                   "export names: leave out the export name \"%s\"", export);
+    if (!nbdc_oldstyle_check_name (export, error))
       goto fail;
-    }
     break;
   case NBDC_STYLE_NEWSTYLE:
     if (!nbdc_opt_export_name (&h, export, exp, error))
