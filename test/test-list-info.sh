@@ -131,6 +131,12 @@ expect_fail_with 'oldstyle negotiation, which cannot list exports' \
   "$NBDFS" --list "$sock3"
 expect_fail_with 'TLS is required but the server uses oldstyle' \
   "$NBDFS" --info --tls=require "$sock3"
+# An oldstyle server has no export names: asking for one is refused with a
+# hint, by --info and by the negotiator a mount uses.
+expect_fail_with 'which has no export names: leave out the export name "disk"' \
+  "$NBDFS" --info "$sock3:disk"
+expect_fail_with 'which has no export names: leave out the export name "disk"' \
+  "$TOOLS/nbdc-open" "$sock3:disk"
 
 # ---- qemu-nbd: qcow2, named export with a description, read-only ----
 qemu-img create -q -f qcow2 "$tmp/disk.qcow2" 10M
