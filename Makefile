@@ -58,7 +58,7 @@ FUZZ_BIN   := $(FUZZ_SRC:%.c=$(BUILD)/%)
 LIBCLIENT  := $(BUILD)/libnbdclient.a
 LIBKERNEL  := $(BUILD)/libkernelattach.a
 
-.PHONY: all check check-unit check-asan check-valgrind demo bench clean \
+.PHONY: all check check-unit check-asan check-chaos check-valgrind demo bench clean \
         fuzz fuzz-bins fuzz-smoke
 all: nbdfs $(UNIT_BIN) $(TOOL_BIN)
 
@@ -118,6 +118,11 @@ check-asan:
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	NBDFS_ASAN=1 $(MAKE) BUILD=build-asan SANITIZE=1 check
+
+# Tests ended at random points (timeout, SIGTERM, SIGKILL to the runner)
+# must leave no process, mount, loop device or directory behind.
+check-chaos: all
+	$(TEST_ENV) bash test/chaos-cleanup.sh $(ROUNDS)
 
 check-valgrind: all
 	$(TEST_ENV) NBDFS_VALGRIND=1 bash test/run-tests.sh --unit-only

@@ -9,6 +9,18 @@ set -e -x
 : "${TOOLS:=$BUILD/test/tools}"
 export SRCDIR BUILD NBDFS TOOLS
 
+# NBDFS_TEST_STATE (set by run-tests.sh): a directory where the test records
+# what the runner must clean up if the test is killed (run-tests.sh header).
+: "${NBDFS_TEST_STATE:=}"
+export NBDFS_TEST_STATE
+# _record KIND ARGS...: one line "KIND ARGS" in the state directory.
+_record() {
+  if [ -n "$NBDFS_TEST_STATE" ] && [ -d "$NBDFS_TEST_STATE" ]; then
+    echo "$*" >> "$NBDFS_TEST_STATE/entries"
+  fi
+  return 0
+}
+
 _cleanups=()
 cleanup_fn() { _cleanups+=("$(printf '%q ' "$@")"); }
 _run_cleanups() {
@@ -22,8 +34,9 @@ _run_cleanups() {
 trap _run_cleanups EXIT
 trap 'exit 130' INT TERM
 
-tmp=$(mktemp -d /tmp/nbdfs-test.XXXXXX)
-cleanup_fn rm -rf "$tmp"
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/nbdfs-test.XXXXXX")
+_record dir "$tmp"
+cleanup_fn rm -rf --one-file-system "$tmp"
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 skip() { echo "SKIP: $*"; exit 77; }
@@ -51,14 +64,77 @@ wait_for() {
   return 1
 }
 
+# _starttime PID: field 22 of /proc/PID/stat (after the parenthesised name).
+_starttime() {
+  local st
+  st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  st=${st##*) }
+  set -- $st
+  echo "${20}"
+}
+# _pstate PID: R, S, D, Z... (empty when PID is gone).
+_pstate() {
+  local st
+  st=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+  st=${st##*) }
+  echo "${st%% *}"
+}
+
+# track_pid PID: kill PID (kill_pid) at exit, unless it is gone by then.
+# Its start time is kept, so a PID the kernel has since given to another
+# process is never signalled.
+# note_pid PID: only keep the start time (for a PID another cleanup kills).
+declare -A _pid_start=()
+note_pid() {
+  local pid=$1 st
+  [ -n "$pid" ] || return 0
+  st=$(_starttime "$pid") || return 1
+  _pid_start[$pid]=$st
+  _record pid "$pid" "$st"
+}
+track_pid() {
+  note_pid "$1" || return 0
+  cleanup_fn kill_pid "$1"
+}
+
+# track_mount DIR / track_loop DEV: the runner unmounts DIR / detaches DEV
+# (if still backed by the same file) should the test be killed.
+track_mount() { _record mount "$1"; }
+track_loop() {
+  local back
+  back=$(losetup -nO BACK-FILE "$1" 2>/dev/null | sed 's/ *$//')
+  _record loop "$1" "$back"
+}
+
+# umount_if_mounted DIR: lazy unmount, only while DIR is a mount point.
+umount_if_mounted() {
+  if awk -v m="$1" '$2 == m { f = 1 } END { exit !f }' /proc/mounts; then
+    umount -l "$1"
+  fi
+}
+# detach_loop DEV FILE: losetup -d DEV, only while DEV is backed by FILE.
+detach_loop() {
+  local back
+  back=$(losetup -nO BACK-FILE "$1" 2>/dev/null | sed 's/ *$//')
+  [ "$back" = "$2" ] && losetup -d "$1"
+  return 0
+}
+
 # kill_pid PID: TERM, wait up to 10 s, then KILL (and fail: a process that
-# does not die on TERM is a bug worth seeing).
+# does not die on TERM is a bug worth seeing). Does nothing when PID, once
+# tracked, now names another process (or none).
 kill_pid() {
   local pid=$1 i
   [ -n "$pid" ] || return 0
+  if [ -n "${_pid_start[$pid]:-}" ] &&
+     [ "$(_starttime "$pid")" != "${_pid_start[$pid]}" ]; then
+    return 0
+  fi
   kill "$pid" 2>/dev/null || return 0
   for (( i=0; i<100; i++ )); do
     kill -0 "$pid" 2>/dev/null || return 0
+    # A child of this shell that exited is a zombie until bash reaps it.
+    [ "$(_pstate "$pid")" = Z ] && return 0
     sleep 0.1
   done
   kill -9 "$pid" 2>/dev/null
@@ -66,46 +142,102 @@ kill_pid() {
   return 1
 }
 
-# start_nbdkit SOCK ARGS...: nbdkit on Unix socket SOCK, in the background,
-# killed at exit by PID. Sets $nbdkit_pid.
+# _wait_listening PID FILE: wait for FILE (socket or non-empty pid file)
+# while PID lives; return 1 at once if PID exits first.
+_wait_listening() {
+  local pid=$1 file=$2 i
+  for (( i=0; i < ${WAIT_SECS:-20}*10; i++ )); do
+    if [ -S "$file" ] || [ -s "$file" ]; then return 0; fi
+    kill -0 "$pid" 2>/dev/null || return 1
+    [ "$(_pstate "$pid")" != Z ] || return 1
+    sleep 0.1
+  done
+  return 1
+}
+
+# start_nbdkit SOCK ARGS...: nbdkit on Unix socket SOCK, in the foreground
+# (-f) as a background job of the test, so it stays in the test's process
+# group, and --exit-with-parent so it also dies with the test's shell.
+# Waits for the pid file (written once the socket listens). Sets $nbdkit_pid.
 start_nbdkit() {
   local sock=$1; shift
   local pidf="$tmp/nbdkit.$RANDOM.pid"
-  nbdkit -U "$sock" -P "$pidf" "$@"
-  wait_for test -s "$pidf" || fail "nbdkit did not start: $*"
-  nbdkit_pid=$(cat "$pidf")
-  cleanup_fn kill_pid "$nbdkit_pid"
+  nbdkit -f --exit-with-parent -U "$sock" -P "$pidf" "$@" &
+  nbdkit_pid=$!
+  track_pid "$nbdkit_pid"
+  _wait_listening "$nbdkit_pid" "$pidf" || fail "nbdkit did not start: $*"
   wait_for test -S "$sock" || fail "nbdkit socket $sock did not appear"
 }
 
-# start_qemu_nbd SOCK ARGS... IMAGE: qemu-nbd forked on SOCK. Sets $qemu_nbd_pid.
-start_qemu_nbd() {
-  local sock=$1; shift
-  local pidf="$tmp/qemu-nbd.$RANDOM.pid"
-  qemu-nbd -k "$sock" --pid-file "$pidf" --fork "$@"
-  wait_for test -s "$pidf" || fail "qemu-nbd did not start"
-  qemu_nbd_pid=$(cat "$pidf")
-  cleanup_fn kill_pid "$qemu_nbd_pid"
-  wait_for test -S "$sock" || fail "qemu-nbd socket did not appear"
+# start_nbdkit_tcp ADDR ARGS...: nbdkit on ADDR (127.0.0.1 or ::1) and a
+# free port, which it sets in $port. Another process may take the port
+# between free_port and nbdkit's bind: then nbdkit exits and we try again.
+start_nbdkit_tcp() {
+  local addr=$1; shift
+  local pidf try
+  for try in 1 2 3 4 5; do
+    port=$(free_port "$addr")
+    pidf="$tmp/nbdkit.$RANDOM.pid"
+    nbdkit -f --exit-with-parent -i "$addr" -p "$port" -P "$pidf" "$@" &
+    nbdkit_pid=$!
+    track_pid "$nbdkit_pid"
+    _wait_listening "$nbdkit_pid" "$pidf" && return 0
+    wait "$nbdkit_pid" || true
+  done
+  fail "nbdkit on $addr did not start: $*"
 }
 
-# start_nbd_server CONF: nbd-server with a config file (nbd-server 3.24 has
-# no pid file setting in the config: we pass -p $tmp/nbd-server.pid).
+# start_qemu_nbd SOCK ARGS... IMAGE: qemu-nbd on SOCK, in the foreground (no
+# --fork) as a background job, so it stays in the test's process group.
+# Sets $qemu_nbd_pid.
+start_qemu_nbd() {
+  local sock=$1; shift
+  qemu-nbd -k "$sock" "$@" &
+  qemu_nbd_pid=$!
+  track_pid "$qemu_nbd_pid"
+  _wait_listening "$qemu_nbd_pid" "$sock" || fail "qemu-nbd did not start"
+}
+
+# start_nbd_server CONF: nbd-server with a config file. nbd-server 3.24
+# always daemonizes (its -d serves a single connection, then exits), so it
+# leaves the test's process group: we kill it by its pid file (-p; 3.24 has
+# no pid file setting in the config), and the runner finds it by
+# NBDFS_TEST_STATE in its environment should the test be killed.
 # Sets $nbd_server_pid.
 start_nbd_server() {
   local conf=$1
   nbd-server -C "$conf" -p "$tmp/nbd-server.pid"
   wait_for test -s "$tmp/nbd-server.pid" || fail "nbd-server did not start"
   nbd_server_pid=$(cat "$tmp/nbd-server.pid")
-  cleanup_fn kill_pid "$nbd_server_pid"
+  track_pid "$nbd_server_pid"
 }
 
-# free_port: a TCP port on 127.0.0.1 nobody listens on right now.
+# free_port [ADDR]: a TCP port on ADDR (default 127.0.0.1) nobody listens
+# on right now. Free only until someone binds it: start servers with a
+# retry (start_nbdkit_tcp); for a port that must refuse, use refused_port.
 free_port() {
-  python3 - <<'PY'
-import socket
-s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()
+  python3 - "${1:-127.0.0.1}" <<'PY'
+import socket, sys
+a = sys.argv[1]
+s = socket.socket(socket.AF_INET6 if ":" in a else socket.AF_INET)
+s.bind((a, 0)); print(s.getsockname()[1]); s.close()
 PY
+}
+
+# refused_port: sets $port to a port on 127.0.0.1 that refuses connections
+# until the test ends: bound (never listening) by a sleeping python, so no
+# other process can take it meanwhile.
+refused_port() {
+  local f="$tmp/refused.$RANDOM"
+  python3 -c '
+import socket, sys, time
+s = socket.socket(); s.bind(("127.0.0.1", 0))
+open(sys.argv[1] + ".t", "w").write(str(s.getsockname()[1]))
+import os; os.rename(sys.argv[1] + ".t", sys.argv[1])
+time.sleep(3600)' "$f" &
+  track_pid $!
+  wait_for test -s "$f" || fail "refused_port"
+  port=$(cat "$f")
 }
 
 # expect_fail_with PATTERN CMD...: CMD must exit non-zero and print PATTERN

@@ -14,6 +14,8 @@ start_nbdfs() {
   mkdir -p "$mnt"
   "$NBDFS" -f "$@" "$mnt" &
   nbdfs_pid=$!
+  note_pid "$nbdfs_pid" || true
+  track_mount "$mnt"
   cleanup_fn _cleanup_nbdfs "$mnt" "$nbdfs_pid"
   local i
   for (( i=0; i<200; i++ )); do

@@ -116,6 +116,7 @@ stop_nbdfs "$mnt"
 "$NBDFS" --pidfile "$tmp/nbdfs.pid" "$sock" "$mnt"
 mountpoint -q "$mnt" || fail "daemon mode returned before the mount was ready"
 pid=$(cat "$tmp/nbdfs.pid")
+note_pid "$pid"
 cleanup_fn _cleanup_nbdfs "$mnt" "$pid"
 [ "$(md5 "$mnt/disk")" = "$(md5 "$tmp/img")" ] || fail "daemon mode data"
 kill -TERM "$pid"

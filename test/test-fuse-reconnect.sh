@@ -75,7 +75,7 @@ os.close(fd)
 print("written")
 PY
 wpid=$!
-cleanup_fn kill_pid "$wpid"
+track_pid "$wpid"
 wait_for test -e "$tmp/started1" || fail "the writer did not start"
 sleep 0.5
 kill -0 "$wpid" || fail "the writer finished before the kill (test too fast)"
@@ -116,7 +116,7 @@ open(sys.argv[2], "w").write("ok\n")
 time.sleep(60)
 PY
 hpid=$!
-cleanup_fn kill_pid "$hpid"
+track_pid "$hpid"
 wait_for test -s "$tmp/written" || fail "write before the kill"
 kill9_nbdkit
 start=$(date +%s)
@@ -168,7 +168,7 @@ m = mmap.mmap(-1, 4096)
 open("'"$tmp"'/opened3", "w").close()
 os.preadv(fd, [m], 2097152)' > "$tmp/reader3" ) &
 rpid=$!
-cleanup_fn kill_pid "$rpid"
+track_pid "$rpid"
 wait_for test -e "$tmp/opened3" || fail "the reader did not open the file"
 sleep 1
 kill -0 "$rpid" || fail "the read did not wait for the server"
@@ -239,7 +239,7 @@ m = mmap.mmap(-1, 4096)
 open("'"$tmp"'/opened6", "w").close()
 os.preadv(fd, [m], 4194304)' > "$tmp/reader6" ) &
 rpid=$!
-cleanup_fn kill_pid "$rpid"
+track_pid "$rpid"
 wait_for test -e "$tmp/opened6" || fail "the reader did not open the file"
 sleep 1
 kill -0 "$rpid" || fail "the read did not wait for the silent server"

@@ -40,7 +40,7 @@ while time.time() < end:
         pass
 PY
 silent_pid=$!
-cleanup_fn kill_pid "$silent_pid"
+track_pid "$silent_pid"
 wait_for test -S "$silent"
 start=$(date +%s)
 expect_fail_with "^nbdfs: unix:$silent: timed out while reading the server greeting\$" \
@@ -64,7 +64,7 @@ open(sys.argv[2], "w").close()
 time.sleep(20)
 PY
 full_pid=$!
-cleanup_fn kill_pid "$full_pid"
+track_pid "$full_pid"
 wait_for test -e "$tmp/full.ready"
 start=$(date +%s)
 expect_fail_with "^nbdfs: connecting to unix:$full: timed out\$" \
@@ -90,7 +90,7 @@ for _ in range(2):
     c.close()
 PY
 abs_pid=$!
-cleanup_fn kill_pid "$abs_pid"
+track_pid "$abs_pid"
 wait_for grep -q "@$name" /proc/net/unix
 out=$("$NBDFS" --info "nbd+unix:///?socket=%00$name")
 echo "$out"

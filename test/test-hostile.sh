@@ -15,7 +15,7 @@ run_scenario() {
   local sock=$tmp/$name.sock pidf=$tmp/$name.pid out rc=0
   python3 "$server" "$sock" "$name" "$pidf" &
   local spid=$!
-  cleanup_fn kill_pid "$spid"
+  track_pid "$spid"
   wait_for test -S "$sock" || fail "$name: server did not start"
   out=$(timeout 20 "$D" -C 1 ${OPTS:-} "$sock" "$@" 2>&1) || rc=$?
   echo "--- $name (exit $rc)"
@@ -23,7 +23,11 @@ run_scenario() {
   [ "$rc" = 1 ] || fail "$name: driver exit status $rc (want 1: no crash/hang)"
   grep -q 'error EIO' <<<"$out" || fail "$name: no EIO"
   grep -q "WARNING.*$want" <<<"$out" || fail "$name: no log line /$want/"
-  wait "$spid" 2>/dev/null || true
+  # The server exits 0 once the client has gone; a crash of the script
+  # (a traceback, exit 1) would otherwise pass for the close we expect.
+  local src=0
+  wait "$spid" || src=$?
+  [ "$src" = 0 ] || fail "$name: the scripted server exited with $src"
 }
 
 read1=(read-md5 0 4096)
@@ -56,7 +60,7 @@ run_scenario bad-type "unexpected chunk type 77" "${read1[@]}"
 sock=$tmp/ok.sock
 python3 "$server" "$sock" ok "$tmp/ok.pid" &
 spid=$!
-cleanup_fn kill_pid "$spid"
+track_pid "$spid"
 wait_for test -S "$sock" || fail "ok: server did not start"
 out=$(timeout 20 "$D" -C 1 "$sock" write-pattern 100 5000 3 \
       check-pattern 100 5000 3 extents 0 1M flush)

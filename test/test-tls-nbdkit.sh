@@ -134,20 +134,15 @@ expect_fail_with 'the server asked for a client certificate and we have none' \
 kill_pid "$nbdkit_pid"
 
 # TCP: the host name in the address is what gets verified (IP SANs too).
-port=$(free_port)
-pidf=$tmp/tcp.pid
-nbdkit -p "$port" -i 127.0.0.1 -P "$pidf" --tls=require \
-  --tls-certificates="$pki" memory 1M
-wait_for test -s "$pidf" || fail "nbdkit (TCP) did not start"
-cleanup_fn kill_pid "$(cat "$pidf")"
-wait_for "$NBDFS" --info "nbds://127.0.0.1:$port/" --tls-certificates "$pki" \
+start_nbdkit_tcp 127.0.0.1 --tls=require --tls-certificates="$pki" memory 1M
+"$NBDFS" --info "nbds://127.0.0.1:$port/" --tls-certificates "$pki" \
   || fail "nbds://127.0.0.1"
 "$NBDFS" --info "nbds://localhost:$port/" --tls-certificates "$pki" \
   | grep -qx 'TLS: *yes' || fail "nbds://localhost"
 expect_fail_with 'certificate is for localhost, 127\.0\.0\.1, ::1, not wrong\.example' \
   "$NBDFS" --info "nbds://127.0.0.1:$port/?tls-hostname=wrong.example" \
   --tls-certificates "$pki"
-kill_pid "$(cat "$pidf")"
+kill_pid "$nbdkit_pid"
 
 # ---- PSK ----
 sock5=$tmp/psk.sock

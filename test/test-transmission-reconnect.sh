@@ -21,7 +21,7 @@ start_nbdkit "$sock" file "$tmp/disk.img"
   write-pattern 8M 8M 2 check-pattern 8M 8M 2 flush \
   > "$tmp/out" 2> "$tmp/err" &
 dpid=$!
-cleanup_fn kill_pid "$dpid"
+track_pid "$dpid"
 wait_for grep -q '^ok' "$tmp/out" || fail "first write did not finish"
 kill_pid "$nbdkit_pid"
 sleep 4
@@ -42,7 +42,7 @@ out=$("$D" "$sock" check-pattern 0 8M 1 check-pattern 8M 8M 2)
 "$D" -k -C 1 "$sock" write-pattern 0 1M 3 sleep 2 check-pattern 0 1M 3 \
   > "$tmp/out2" 2> "$tmp/err2" &
 dpid=$!
-cleanup_fn kill_pid "$dpid"
+track_pid "$dpid"
 wait_for grep -q '^ok' "$tmp/out2" || fail "write did not finish"
 kill_pid "$nbdkit_pid"
 rc=0
@@ -59,7 +59,7 @@ start=$(date +%s)
 "$D" -k -R 2 -C 1 "$sock" write-pattern 0 1M 4 sleep 1 check-pattern 0 1M 4 \
   > "$tmp/out3" 2> "$tmp/err3" &
 dpid=$!
-cleanup_fn kill_pid "$dpid"
+track_pid "$dpid"
 wait_for grep -q '^ok' "$tmp/out3" || fail "write did not finish"
 kill_pid "$nbdkit_pid"
 rc=0
@@ -76,7 +76,7 @@ grep -q 'could not reconnect' "$tmp/err3" || fail "no give-up line"
 rm -f "$tmp/hsock"
 python3 "$SRCDIR/test/hostile-server.py" "$tmp/hsock" close-on-read &
 hpid=$!
-cleanup_fn kill_pid "$hpid"
+track_pid "$hpid"
 wait_for test -S "$tmp/hsock" || fail "hostile server did not start"
 rc=0
 timeout 30 "$D" -R 20 -C 1 "$tmp/hsock" read-md5 0 4096 \
