@@ -251,6 +251,18 @@ expect_fail_with() {
   echo "$out" | grep -qE -- "$pat" || fail "expected /$pat/ in output of: $*"
 }
 
+# expect_exit_with STATUS PATTERN CMD...: CMD must exit with exactly STATUS
+# (so a crash, 128+signal, is not taken for the refusal expected) and print
+# PATTERN (grep -E).
+expect_exit_with() {
+  local want=$1 pat=$2; shift 2
+  local out rc=0
+  out=$("$@" 2>&1) || rc=$?
+  echo "$out"
+  [ "$rc" = "$want" ] || fail "expected exit status $want, got $rc from: $*"
+  echo "$out" | grep -qE -- "$pat" || fail "expected /$pat/ in output of: $*"
+}
+
 # md5 FILE [BYTES]: checksum of the file (or of its first BYTES).
 md5() {
   if [ -n "${2:-}" ]; then head -c "$2" "$1" | md5sum | cut -d' ' -f1

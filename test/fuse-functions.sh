@@ -42,16 +42,18 @@ _cleanup_nbdfs() {
   return 0
 }
 
-# stop_nbdfs MNT [HOW]: unmount with fusermount3 -u (HOW=umount, default)
-# or SIGTERM (HOW=term); asserts that nbdfs exits 0 within 20 s and the
-# mount is gone.
+# stop_nbdfs MNT [HOW [STAMP]]: unmount with fusermount3 -u (HOW=umount,
+# default) or SIGTERM (HOW=term); asserts that nbdfs exits 0 within 20 s and
+# the mount is gone. With STAMP, the wall-clock time (date +%s.%N) right
+# after the signal or unmount was sent is written there.
 stop_nbdfs() {
-  local mnt=$1 how=${2:-umount} i rc=0
+  local mnt=$1 how=${2:-umount} stamp=${3:-} i rc=0
   case "$how" in
     umount) fusermount3 -u "$mnt" ;;
     term) kill -TERM "$nbdfs_pid" ;;
     *) fail "stop_nbdfs: unknown way $how" ;;
   esac
+  [ -z "$stamp" ] || date +%s.%N > "$stamp"
   for (( i=0; i<200; i++ )); do
     kill -0 "$nbdfs_pid" 2>/dev/null || break
     sleep 0.1
@@ -82,5 +84,76 @@ elif op == "errno":
         print("OK")
     except OSError as e:
         print(errno.errorcode[e.errno])
+PY
+}
+
+# [MIN_HOLES=N] check_seek FILE URI: the map nbdinfo reads from URI must
+# have at least N holes (default 1), and every SEEK_DATA/SEEK_HOLE answer
+# for offsets at and around each extent boundary (plus random ones) agrees with the map
+# nbdinfo reads from offset 0 and with the data. The server may answer a
+# query that starts inside an extent more finely (nbdkit reports the zero
+# tail of a data page as zero), so the checks are: SEEK_DATA(off) = d has
+# only zero bytes in [off, d) and is not before the map's answer;
+# SEEK_HOLE(off) = h is a zero byte (or EOF) and not after the map's.
+check_seek() {
+  nbdinfo --map "$2" > "$tmp/map"
+  python3 - "$1" "$tmp/map" <<'PY'
+import os, random, sys, errno
+path, mapfile = sys.argv[1], sys.argv[2]
+ext = []
+for line in open(mapfile):
+    off, length, typ = (int(x) for x in line.split()[:3])
+    ext.append((off, length, (typ & 2) != 0))     # hole = reads as zero
+size = ext[-1][0] + ext[-1][1]
+# A map without holes would make every check below trivially true.
+holes = sum(1 for e in ext if e[2])
+assert holes >= int(os.environ.get("MIN_HOLES", "1")), \
+    "the map has %d hole(s): nothing to check" % holes
+assert os.path.getsize(path) == size
+data = open(path, "rb").read()
+def expect(off, whence):
+    for (o, l, hole) in ext:
+        if o + l <= off:
+            continue
+        if (whence == os.SEEK_DATA) != hole:
+            return max(o, off)
+    return size if whence == os.SEEK_HOLE else None
+offs = {0, size - 1}
+for (o, l, _) in ext:
+    offs |= {o, o + 1, o + l - 1}
+rnd = random.Random(1)
+offs |= {rnd.randrange(size) for _ in range(50)}
+fd = os.open(path, os.O_RDONLY)
+n = 0
+for off in sorted(x for x in offs if 0 <= x < size):
+    for wh in (os.SEEK_DATA, os.SEEK_HOLE):
+        name = "SEEK_DATA" if wh == os.SEEK_DATA else "SEEK_HOLE"
+        want = expect(off, wh)
+        try:
+            got = os.lseek(fd, off, wh)
+        except OSError as e:
+            got = None
+            assert e.errno == errno.ENXIO, e
+        what = "lseek(%d, %s) = %s, map says %s" % (off, name, got, want)
+        if wh == os.SEEK_DATA:
+            end = size if got is None else got
+            assert got is None or off <= got < size, what
+            assert data[off:end].count(0) == end - off, what + ": skipped data"
+            assert want is not None and got is not None and got >= want \
+                or want is None and got is None \
+                or want is not None and got is None and data[off:].count(0) == size - off, what
+        else:
+            assert got is not None and off <= got <= size, what
+            assert got <= want, what
+            assert got == size or data[got] == 0, what + ": not a zero byte"
+        n += 1
+for wh in (os.SEEK_DATA, os.SEEK_HOLE):
+    for off in (size, size + 1, size + 65536):
+        try:
+            os.lseek(fd, off, wh)
+            raise AssertionError("lseek at/after EOF did not fail")
+        except OSError as e:
+            assert e.errno == errno.ENXIO, e
+print("checked", n, "lseeks over", len(ext), "extents")
 PY
 }

@@ -41,7 +41,11 @@ mark
 dd if="$tmp/data" of="$f" bs=1M count=16 oflag=direct conv=notrunc status=none
 sync "$f"
 since > "$tmp/fsync.log"
-for c in $(grep -o 'connection=[0-9]* Write ' "$tmp/fsync.log" | sort -u | grep -o '[0-9]*'); do
+conns=$(grep -o 'connection=[0-9]* Write ' "$tmp/fsync.log" | sort -u | grep -o '[0-9]*') || true
+# 16 O_DIRECT MiB over -C 4 spread over connections: at least two wrote
+# (else the loop below checks little or nothing).
+[ "$(echo $conns | wc -w)" -ge 2 ] || fail "fsync part: writes on connections '$conns' only"
+for c in $conns; do
   # after this connection's last write there must be a flush on it
   awk -v c="connection=$c" '$3 == c && $4 == "Write" { w = NR }
        $3 == c && $4 == "Flush" && NR > w { ok = 1 } END { exit !(w && ok) }' \

@@ -19,25 +19,35 @@ start_nbdfs "$mnt" "$sock" -C 4
 f=$mnt/disk
 
 # 8 threads, each writing its own 64 KiB blocks once, in order; a block's
-# index is logged only after its write() returned (was acknowledged).
-python3 - "$f" "$tmp/acked" <<'PY' &
-import os, sys, threading
-path, acked_path = sys.argv[1], sys.argv[2]
+# index is logged only after its write() returned (was acknowledged). Each
+# thread also logs when a write starts, is acknowledged or fails, with the
+# wall-clock time, to show below that writes were in flight at SIGTERM.
+python3 - "$f" "$tmp/acked" "$tmp/events" <<'PY' &
+import errno, os, sys, threading, time
+path, acked_path, events_path = sys.argv[1], sys.argv[2], sys.argv[3]
 BS, NBLOCKS, NT = 65536, 1024, 8
 out = open(acked_path, "w")
+ev = open(events_path, "w")
 lock = threading.Lock()
 def block(i):
     return (b"%08d" % i) * (BS // 8)
+def log(what, i):
+    with lock:
+        ev.write("%s %d %.6f\n" % (what, i, time.time()))
+        ev.flush()
 def writer(t):
+    i = -1
     try:
         fd = os.open(path, os.O_WRONLY)
         for i in range(t, NBLOCKS, NT):
+            log("start", i)
             os.pwrite(fd, block(i), i * BS)
             with lock:
                 out.write("%d\n" % i)
                 out.flush()
-    except OSError:
-        pass                    # the mount went away: expected
+            log("ack", i)
+    except OSError as e:
+        log("error-" + errno.errorcode.get(e.errno, str(e.errno)), i)
 ts = [threading.Thread(target=writer, args=(t,)) for t in range(NT)]
 for t in ts: t.start()
 for t in ts: t.join()
@@ -46,8 +56,20 @@ writer=$!
 # Let some writes complete, then stop nbdfs in the middle of the stream.
 wait_for sh -c "[ \$(cat '$tmp/acked' 2>/dev/null | wc -l) -ge 100 ]" ||
   fail "writers made no progress"
-stop_nbdfs "$mnt" term
+kill -0 "$writer" || fail "the writers finished before SIGTERM: nothing was in flight"
+t0=$(date +%s.%N)
+stop_nbdfs "$mnt" term "$tmp/term-sent"
+t1=$(cat "$tmp/term-sent")
 wait "$writer" || true
+# In flight at SIGTERM: started before it, and acknowledged after it or
+# failed. Without any, this test would only be an unmount test.
+inflight=$(awk -v t0="$t0" -v t1="$t1" '
+  $1 == "start" { s[$2] = $3 }
+  $1 == "ack" && ($2 in s) && s[$2] < t0 && $3 > t1 { n++ }
+  $1 ~ /^error-/ && ($2 in s) && s[$2] < t0 { n++; print "write of block " $2 ": " $1 > "/dev/stderr" }
+  END { print n + 0 }' "$tmp/events")
+echo "$inflight write(s) in flight at SIGTERM"
+[ "$inflight" -ge 1 ] || fail "no write was in flight at SIGTERM"
 n=$(wc -l < "$tmp/acked")
 echo "$n blocks acknowledged before the shutdown"
 python3 - "$tmp/backing" "$tmp/acked" <<'PY'
@@ -62,7 +84,11 @@ print("all", len(acked), "acknowledged blocks present")
 PY
 # The final flush: on every connection, a Flush after its last Write, and
 # then a Disconnect.
-for c in $(grep -o 'connection=[0-9]* Write ' "$log" | sort -u | grep -o '[0-9]*'); do
+conns=$(grep -o 'connection=[0-9]* Write ' "$log" | sort -u | grep -o '[0-9]*') || true
+# 8 writers over -C 4: every connection wrote (else the loop below checks
+# nothing).
+[ "$(echo $conns | wc -w)" = 4 ] || fail "writes on connections '$conns', expected 4"
+for c in $conns; do
   awk -v c="connection=$c" '$3 == c && $4 == "Write" { w = NR }
        $3 == c && $4 == "Flush" && NR > w { ok = 1 } END { exit !(w && ok) }' \
     "$log" || fail "no flush after the last write on connection $c"

@@ -35,9 +35,13 @@ for c in 1 2 3 4; do
   [ "$f" = 1 ] || fail "connection $c got $f flushes, expected 1"
 done
 # Every write was answered before its connection's flush was sent.
-awk '/ Flush id=/ && !f[$3]++ { fl[$3] = NR }
-     /\.\.\.Write .*return=0/ { last[$3] = NR }
-     END { for (c in fl) if (last[c] > fl[c]) { print "late write on " c;
+# (Both patterns must match something: 4 first flushes, and write replies
+# on each connection, or the comparison would check nothing.)
+awk '/ Flush id=/ && !f[$3]++ { fl[$3] = NR; nf++ }
+     /\.\.\.Write .*return=0/ { last[$3] = NR; if (!w[$3]++) nw++ }
+     END { if (nf != 4 || nw != 4) { print nf " flushed and " nw " replied connections";
+           exit 1 }
+           for (c in fl) if (last[c] > fl[c]) { print "late write on " c;
            exit 1 } }' "$log" || fail "write reply after the flush"
 nbdcopy "nbd+unix:///?socket=$sock" "$tmp/copy.img"
 [ "$(md5 "$tmp/copy.img")" = "$(tail -n1 <<<"$out")" ] \

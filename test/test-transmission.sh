@@ -70,6 +70,10 @@ out=$("$D" "$sock" write-pattern 0 1M 1 write-pattern 1234567 300001 2 \
 echo "$out"
 [ "$(grep -c '^ok$' <<<"$out")" = 6 ] || fail "oldstyle run"
 grep -v '^close: error EINVAL' <<<"$out" | grep -q error && fail "oldstyle"
+# The final flush's EINVAL is the only error, and it is reported: exit 1
+# with the close line (exit 0 would hide the failed flush; a crash differs).
+[ "$rc" = 1 ] || fail "oldstyle: driver exit status $rc, want 1 (the refused flush)"
+grep -q '^close: error EINVAL' <<<"$out" || fail "oldstyle: the refused flush is not reported"
 nbdcopy "nbd+unix:///?socket=$sock" "$tmp/copy.img"
 [ "$(md5 "$tmp/copy.img")" = "$(grep -v '^close:' <<<"$out" | tail -n1)" ] \
   || fail "oldstyle md5 differs from nbdcopy's"

@@ -80,6 +80,22 @@ md5() {
   else md5sum < "$1" | cut -d' ' -f1; fi
 }
 
+# _vm_descendants PID: every descendant of PID (from /proc/*/stat's ppid).
+_vm_descendants() {
+  local _p _s _l _c
+  _p=$1
+  for _s in /proc/[0-9]*/stat; do
+    _l=$(cat "$_s" 2>/dev/null) || continue
+    _c=${_s#/proc/}; _c=${_c%/stat}
+    _l=${_l##*) }
+    set -- $_l
+    if [ "$2" = "$_p" ]; then
+      _vm_descendants "$_c"
+      echo "$_c"
+    fi
+  done
+}
+
 # vm_run NAME FUNCTION [TIMEOUT]: one scenario.
 vm_results=
 vm_run() {
@@ -101,12 +117,24 @@ vm_run() {
     "$_fn"
   ) &
   _pid=$!
+  # The scenario's TERM trap runs only once its foreground command returns,
+  # and a command blocked on a device may never return: after a grace the
+  # watchdog KILLs the scenario's descendants (the blocked command), so the
+  # trap and the cleanups run; then, if even that hangs, the scenario.
   ( sleep "$_limit"; echo "VMTEST: $_name: timed out after ${_limit}s";
-    kill "$_pid" 2>/dev/null ) &
+    kill "$_pid" 2>/dev/null
+    sleep 10
+    kill -0 "$_pid" 2>/dev/null || exit 0
+    echo "VMTEST: $_name: still running 10 s after SIGTERM: SIGKILL to its commands"
+    kill -9 $(_vm_descendants "$_pid") 2>/dev/null
+    sleep 20
+    kill -0 "$_pid" 2>/dev/null || exit 0
+    echo "VMTEST: $_name: cleanups hung: SIGKILL"
+    kill -9 $(_vm_descendants "$_pid") "$_pid" 2>/dev/null ) &
   _dog=$!
   _rc=0
   wait "$_pid" || _rc=$?
-  kill "$_dog" 2>/dev/null
+  kill $(_vm_descendants "$_dog") "$_dog" 2>/dev/null
   wait "$_dog" 2>/dev/null
   _secs=$(awk -v a="$_start" -v b="$(cut -d' ' -f1 /proc/uptime)" \
     'BEGIN { printf "%.1f", b - a }')

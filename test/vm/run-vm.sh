@@ -121,5 +121,27 @@ elif [ -z "$done_line" ]; then
 fi
 [ "$nfail" -eq 0 ] || status=1
 [ "$npass" -gt 0 ] || { echo "run-vm: no scenario passed"; status=1; }
+# The guest script's own exit status (VMTEST-DONE <rc>): a script that dies
+# between scenarios has printed only PASS lines.
+done_rc=$(echo "$done_line" | awk '{ print $2 }')
+if [ -n "$done_line" ] && [ "$done_rc" != 0 ]; then
+  echo "run-vm: the guest script exited with status $done_rc"; status=1
+fi
+# Every scenario reported once: those named with vmtest.only=, else every
+# "vm_run NAME" line of the guest script.
+only=$(echo " $VM_APPEND " | sed -n 's/.* vmtest\.only=\([^ ]*\) .*/\1/p' | tr ',' ' ')
+if [ -n "$only" ]; then
+  expected=$(echo $only | wc -w)
+else
+  expected=$(grep -cE '^[[:space:]]*vm_run[[:space:]]' "$guest")
+fi
+nres=$((npass + nfail + nskip))
+if [ "$nres" != "$expected" ]; then
+  echo "run-vm: $nres scenario result(s), the guest script has $expected"; status=1
+fi
+# Under CI=true a skipped scenario is a failure, as a skipped test is.
+if [ "${CI:-}" = true ] && [ "$nskip" -gt 0 ]; then
+  echo "run-vm: $nskip scenario(s) skipped under CI=true"; status=1
+fi
 echo "run-vm: $npass passed, $nfail failed, $nskip skipped"
 exit $status
