@@ -10,8 +10,9 @@
 #   make demo            the README's first command: a local nbdkit, mounted
 #   make clean
 #
-# Sources are picked up by wildcard: a new nbdclient/*.c, fuse/*.c,
-# kernelattach/*.c, test/unit/test-*.c or test/*.sh needs no Makefile edit.
+# Sources are picked up by wildcard: a new nbdfs*.c (the program layer at
+# the top level), nbdclient/*.c, fuse/*.c, kernelattach/*.c,
+# test/unit/test-*.c or test/*.sh needs no Makefile edit.
 
 BUILD    ?= build
 CC       ?= gcc
@@ -41,6 +42,7 @@ ALL_CFLAGS := -std=gnu11 $(CFLAGS) $(WARN) -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 
               -DFUSE_USE_VERSION=35 -DNBDFS_VERSION=\"0.1\" -I. -MMD -MP $(PKG_CFLAGS)
 LIBS     := $(PKG_LIBS) -lpthread
 
+PROG_SRC   := $(sort $(wildcard nbdfs*.c))
 CLIENT_SRC := $(sort $(wildcard nbdclient/*.c))
 FUSE_SRC   := $(sort $(wildcard fuse/*.c))
 KERNEL_SRC := $(sort $(wildcard kernelattach/*.c))
@@ -48,6 +50,7 @@ UNIT_SRC   := $(sort $(wildcard test/unit/test-*.c))
 TOOL_SRC   := $(sort $(wildcard test/tools/*.c))
 FUZZ_SRC   := $(sort $(wildcard test/fuzz/fuzz-*.c))
 
+PROG_OBJ   := $(PROG_SRC:%.c=$(BUILD)/%.o)
 CLIENT_OBJ := $(CLIENT_SRC:%.c=$(BUILD)/%.o)
 FUSE_OBJ   := $(FUSE_SRC:%.c=$(BUILD)/%.o)
 KERNEL_OBJ := $(KERNEL_SRC:%.c=$(BUILD)/%.o)
@@ -57,12 +60,16 @@ FUZZ_BIN   := $(FUZZ_SRC:%.c=$(BUILD)/%)
 
 LIBCLIENT  := $(BUILD)/libnbdclient.a
 LIBKERNEL  := $(BUILD)/libkernelattach.a
+LIBFUSE    := $(BUILD)/libfusemode.a
 
 .PHONY: all check check-unit check-asan check-chaos check-valgrind demo bench clean \
         fuzz fuzz-bins fuzz-smoke
 all: nbdfs $(UNIT_BIN) $(TOOL_BIN)
 
 # Per-directory log domains (style.md: G_LOG_DOMAIN per directory).
+$(PROG_OBJ): $(BUILD)/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -DG_LOG_DOMAIN=\"nbdfs\" -c -o $@ $<
 $(BUILD)/nbdclient/%.o: nbdclient/%.c
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -DG_LOG_DOMAIN=\"nbdfs-client\" -c -o $@ $<
@@ -82,9 +89,14 @@ $(LIBCLIENT): $(CLIENT_OBJ)
 $(LIBKERNEL): $(KERNEL_OBJ)
 	@mkdir -p $(@D)
 	rm -f $@ && ar rcs $@ $^
+$(LIBFUSE): $(FUSE_OBJ)
+	@mkdir -p $(@D)
+	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/nbdfs: $(FUSE_OBJ) $(LIBKERNEL) $(LIBCLIENT)
-	$(CC) $(LDFLAGS) -o $@ $(FUSE_OBJ) $(LIBKERNEL) $(LIBCLIENT) $(LIBS)
+# The program layer (nbdfs*.c) over the two mode libraries over nbdclient.
+$(BUILD)/nbdfs: $(PROG_OBJ) $(LIBFUSE) $(LIBKERNEL) $(LIBCLIENT)
+	$(CC) $(LDFLAGS) -o $@ $(PROG_OBJ) $(LIBFUSE) $(LIBKERNEL) $(LIBCLIENT) \
+	  $(LIBS)
 
 # ./nbdfs is the binary of the default build; other builds keep theirs in
 # $(BUILD)/nbdfs (tests take the path from $NBDFS).

@@ -18,7 +18,7 @@
 #include <fuse_lowlevel.h>
 #include <glib.h>
 
-#include "fuse/cli.h"
+#include "nbdfs.h"
 #include "nbdclient/pool.h"
 
 /* The file for the default export (empty name) when --name is not given. */

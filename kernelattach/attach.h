@@ -5,7 +5,7 @@
 #define KERNELATTACH_ATTACH_H
 
 #include <glib.h>
-#include "fuse/cli.h"
+#include "nbdfs.h"
 
 /* nbdfs --kernel ADDRESS [DEVICE]: returns the exit status or -1 + error. */
 int nbdfs_kernel_run (NbdfsCli *cli, GError **error);

@@ -20,7 +20,7 @@
 #include <stdint.h>
 #include <glib.h>
 #include <gio/gio.h>     /* G_IO_ERROR */
-#include "fuse/cli.h"
+#include "nbdfs.h"
 #include "nbdclient/negotiate.h"
 
 /* ---- device.c ---- */

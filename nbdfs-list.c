@@ -1,8 +1,8 @@
 /* nbdfs --list ADDRESS [--json]: the server's exports (NBD_OPT_LIST). */
 #include <stdio.h>
 
-#include "fuse/cli.h"
-#include "fuse/json.h"
+#include "nbdfs.h"
+#include "nbdfs-json.h"
 #include "nbdclient/error.h"
 
 int

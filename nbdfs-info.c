@@ -5,8 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "fuse/cli.h"
-#include "fuse/json.h"
+#include "nbdfs.h"
+#include "nbdfs-json.h"
 #include "nbdclient/error.h"
 #include "nbdclient/names.h"
 #include "nbdclient/protocol.h"

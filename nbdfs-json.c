@@ -1,5 +1,5 @@
 /* nbdfs — JSON string escaping (RFC 8259 section 7). */
-#include "fuse/json.h"
+#include "nbdfs-json.h"
 
 void
 nbdfs_json_append_string (GString *out, const char *s)

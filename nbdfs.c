@@ -5,7 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "fuse/cli.h"
+#include "nbdfs.h"
 #include "kernelattach/attach.h"
 #include "nbdclient/error.h"
 
