@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "nbdfs.h"
-#include "nbdfs-json.h"
 #include "nbdclient/error.h"
 #include "nbdclient/names.h"
 #include "nbdclient/protocol.h"

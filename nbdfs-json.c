@@ -1,5 +1,5 @@
 /* nbdfs — JSON string escaping (RFC 8259 section 7). */
-#include "nbdfs-json.h"
+#include "nbdfs.h"
 
 void
 nbdfs_json_append_string (GString *out, const char *s)
@@ -33,4 +33,13 @@ nbdfs_json_can_carry (const char *s, size_t len)
 {
   /* g_utf8_validate with a length fails on an embedded NUL. */
   return s != NULL && g_utf8_validate (s, len, NULL);
+}
+
+void
+nbdfs_json_append_string_or_null (GString *out, const char *s)
+{
+  if (s == NULL)
+    g_string_append (out, "null");
+  else
+    nbdfs_json_append_string (out, s);
 }

@@ -2,7 +2,6 @@
 #include <stdio.h>
 
 #include "nbdfs.h"
-#include "nbdfs-json.h"
 #include "nbdclient/error.h"
 
 int

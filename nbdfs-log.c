@@ -1,16 +1,17 @@
-/* nbdfs — where FUSE mode's messages go: stderr in the foreground (-f),
- * syslog (LOG_DAEMON, ident "nbdfs") once daemonised, like nbdkit's
- * log-syslog.c. libfuse's own messages take the same way. Debug and info
- * lines are shown only with -v. The writer preserves errno.
+/* nbdfs — where every mode's messages go: stderr until the process
+ * daemonises, syslog (LOG_DAEMON, ident "nbdfs") after, like nbdkit's
+ * log-syslog.c. One format: "DOMAIN: [LEVEL: ]MESSAGE", DOMAIN being the
+ * log domain of the part that spoke (nbdfs, nbdfs-client, nbdfs-fuse,
+ * nbdfs-kernel, libfuse). Debug and info lines are shown only with -v.
+ * The writer preserves errno, so logging never disturbs an errno-returning
+ * I/O path.
  */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <syslog.h>
-#include <fuse_log.h>
 
-#include "fuse/fs.h"
+#include "nbdfs.h"
 
 static gboolean log_syslog;
 static gboolean log_verbose;
@@ -72,31 +73,6 @@ writer (GLogLevelFlags level, const GLogField *fields, gsize n_fields,
   return G_LOG_WRITER_HANDLED;
 }
 
-/* libfuse logs one line in several calls ("unknown option(s): `", "-o",
- * "bogus'\n"): collect the pieces per thread until the newline. */
-static void
-fuse_logger (enum fuse_log_level level, const char *fmt, va_list ap)
-{
-  static GPrivate pending = G_PRIVATE_INIT ((GDestroyNotify) g_free);
-  int saved = errno;
-  g_autofree char *piece = g_strdup_vprintf (fmt, ap);
-  char *prev = g_private_get (&pending);
-  char *msg = g_strconcat (prev ? prev : "", piece, NULL);
-
-  if (!g_str_has_suffix (msg, "\n")) {
-    g_private_replace (&pending, msg);
-    errno = saved;
-    return;
-  }
-  g_private_replace (&pending, NULL);
-  g_strchomp (msg);
-  GLogLevelFlags l = level <= FUSE_LOG_ERR ? G_LOG_LEVEL_WARNING
-    : level <= FUSE_LOG_NOTICE ? G_LOG_LEVEL_MESSAGE : G_LOG_LEVEL_DEBUG;
-  emit (l, "libfuse", msg);
-  g_free (msg);
-  errno = saved;
-}
-
 void
 nbdfs_log_setup (gboolean to_syslog, gboolean verbose)
 {
@@ -108,7 +84,6 @@ nbdfs_log_setup (gboolean to_syslog, gboolean verbose)
     openlog ("nbdfs", LOG_PID, LOG_DAEMON);
   if (!installed) {
     g_log_set_writer_func (writer, NULL, NULL);
-    fuse_set_log_func (fuse_logger);
     installed = TRUE;
   }
 }

@@ -1,12 +1,13 @@
-/* nbdfs — entry point: parse the command line, pick the mode, print the
- * one error line. Only this file prints errors (style: "nbdfs: <msg>"). */
+/* nbdfs — entry point: parse and validate the command line, pick the
+ * mode, print the one error line (style: "nbdfs: <msg>"). The program
+ * layer (nbdfs.h) is the only code that prints. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "nbdfs.h"
-#include "kernelattach/attach.h"
+#include "fuse/mount.h"
 #include "nbdclient/error.h"
 
 static const char summary[] =
@@ -141,7 +142,7 @@ parse_args (int argc, char **argv, NbdfsCli *cli, GError **error)
     return FALSE;
   }
   cli->pool.connections = connections;
-  /* Kernel mode keeps its own defaults (kernelattach/run.c): 0 there
+  /* Kernel mode keeps its own defaults (kernelattach/attach.h): 0 there
    * means "not given". FUSE mode has no kernel timeout behind it, so
    * without ours a silent server would hang every I/O and the unmount. */
   if (cli->kernel)
@@ -231,6 +232,11 @@ main (int argc, char **argv)
     fprintf (stderr, "nbdfs: %s\n", error->message);
     return 2;
   }
+  /* Every mode's messages take one way (stderr until a daemon leaves the
+   * terminal, then syslog) in one format. */
+  nbdfs_log_setup (FALSE, cli.verbose);
+  /* nbdclient's per-request debug guards ask GLib whether debug output is
+   * wanted (g_log_writer_default_would_drop). */
   if (cli.verbose)
     g_setenv ("G_MESSAGES_DEBUG", "all", TRUE);
 
@@ -239,13 +245,13 @@ main (int argc, char **argv)
   else if (cli.info)
     r = nbdfs_cmd_info (&cli, &error);
   else if (cli.disconnect)
-    r = nbdfs_kernel_disconnect (cli.target, &error) ? 0 : -1;
+    r = nbdfs_cmd_disconnect (&cli, &error);
   else if (cli.status)
-    r = nbdfs_kernel_status (cli.target, cli.json, &error) ? 0 : -1;
+    r = nbdfs_cmd_status (&cli, &error);
   else if (cli.kernel)
-    r = nbdfs_kernel_run (&cli, &error);
+    r = nbdfs_cmd_kernel (&cli, &error);
   else
-    r = nbdfs_fuse_run (&cli, &error);
+    r = nbdfs_cmd_fuse (&cli, &error);
 
   if (r < 0) {
     fprintf (stderr, "nbdfs: %s\n",

@@ -1,23 +1,26 @@
-/* nbdfs — the parsed command line, shared by every mode's entry point.
- * main.c fills it; cmd-list.c, cmd-info.c, mount.c (FUSE) and
- * kernelattach/ consume it. */
-#ifndef NBDFS_CLI_H
-#define NBDFS_CLI_H
+/* nbdfs — the program layer: the top-level nbdfs*.c files. They own the
+ * command line, validation, dispatch, every byte printed (text and JSON),
+ * daemonising, the pidfile and where log messages go, for every mode. The
+ * modes are libraries below them (fuse/mount.h, kernelattach/attach.h),
+ * which are below nbdclient/; nothing below includes this header.
+ *
+ *   nbdfs.c          main: argv, validation, dispatch, the one error line
+ *   nbdfs-list.c     --list          nbdfs-info.c    --info
+ *   nbdfs-fuse.c     FUSE mode       nbdfs-kernel.c  --kernel, --status,
+ *                                                    --disconnect
+ *   nbdfs-daemon.c   fork with a readiness pipe, the pidfile, detaching
+ *   nbdfs-log.c      stderr or syslog, one format
+ *   nbdfs-json.c     the JSON string writer
+ */
+#ifndef NBDFS_H
+#define NBDFS_H
 
+#include <sys/types.h>
 #include <glib.h>
 #include "nbdclient/negotiate.h"
 #include "nbdclient/pool.h"
 
-/* FUSE-mode defaults (README "FUSE mode", "When the server goes away").
- * The request timeout counts seconds without any byte from the server
- * while something is owed: long enough for a FLUSH of gigabytes of dirty
- * cache, or a big WRITE_ZEROES, on a slow disk behind a live server; short
- * enough that a wedged server turns into EIO within minutes, not never.
- * Reconnect: a server restart or upgrade (seconds to a minute) is ridden
- * out with I/O waiting, as a local disk under load would make it wait. */
-#define NBDFS_FUSE_DEFAULT_TIMEOUT 120
-#define NBDFS_FUSE_DEFAULT_RECONNECT 60
-
+/* The parsed command line. */
 typedef struct {
   NbdcOptions nbd;            /* address, TLS, handshake timeout */
   NbdcPoolConfig pool;        /* -C, --timeout, --reconnect, -r */
@@ -39,10 +42,59 @@ typedef struct {
   char **fuse_opts;           /* -o OPT, repeatable */
 } NbdfsCli;
 
-/* Each entry point returns the process exit status (0 on success), or -1
- * with *error set; only main() prints. */
+/* Each command returns the process exit status (0 on success), or -1
+ * with *error set, which main() prints. */
 int nbdfs_cmd_list (NbdfsCli *cli, GError **error);
 int nbdfs_cmd_info (NbdfsCli *cli, GError **error);
-int nbdfs_fuse_run (NbdfsCli *cli, GError **error);
+int nbdfs_cmd_fuse (NbdfsCli *cli, GError **error);
+int nbdfs_cmd_kernel (NbdfsCli *cli, GError **error);
+int nbdfs_cmd_status (NbdfsCli *cli, GError **error);
+int nbdfs_cmd_disconnect (NbdfsCli *cli, GError **error);
+
+/* ---- nbdfs-daemon.c ---- */
+
+typedef struct {
+  gboolean foreground;        /* -f: no fork, stderr stays */
+  gboolean verbose;
+  const char *pidfile;        /* absolute, or NULL */
+  int ready_fd;               /* child: the pipe to the waiting parent */
+  gboolean pidfile_written;
+} NbdfsDaemon;
+
+/* Makes a relative --pidfile absolute: a daemon runs in /. */
+void nbdfs_pidfile_absolute (char **pidfile);
+/* Unless d->foreground, forks: the parent waits until the child is ready
+ * or failed, and returns FALSE with *status set (0, or -1 + error: the
+ * child's error); the child (a new session) returns TRUE and carries on.
+ * In the foreground it returns TRUE at once. */
+gboolean nbdfs_daemon_begin (NbdfsDaemon *d, int *status, GError **error);
+/* The serving process is ready: writes the pidfile (our PID), tells the
+ * waiting parent, and a background process then logs to syslog, moves to
+ * / and drops its stdio. FALSE + error if the pidfile cannot be written. */
+gboolean nbdfs_daemon_ready (NbdfsDaemon *d, GError **error);
+/* The end: removes the pidfile. err (not consumed) is the reason the
+ * serving failed, if it did: before ready it goes to the waiting parent
+ * (a background child then returns 1), in the foreground it is propagated
+ * (returns -1), after ready it is logged. Returns the exit status. */
+int nbdfs_daemon_end (NbdfsDaemon *d, int status, const GError *err,
+                      GError **error);
+
+/* ---- nbdfs-log.c ---- */
+
+/* Routes GLib's log (every directory's domain, and libfuse's through
+ * fuse/) to stderr or syslog; debug and info only when verbose. */
+void nbdfs_log_setup (gboolean to_syslog, gboolean verbose);
+
+/* ---- nbdfs-json.c ---- */
+
+/* Appends s as a JSON string literal (quotes included); NULL as "". Bytes
+ * that are not valid UTF-8 become U+FFFD, so the output is always valid
+ * JSON (RFC 8259 section 8.1). */
+void nbdfs_json_append_string (GString *out, const char *s);
+/* The same, but NULL becomes the literal null. */
+void nbdfs_json_append_string_or_null (GString *out, const char *s);
+/* TRUE if s[0..len) is valid UTF-8 without NUL, i.e. JSON can carry it
+ * exactly. */
+gboolean nbdfs_json_can_carry (const char *s, size_t len);
 
 #endif

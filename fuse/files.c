@@ -102,12 +102,12 @@ add_file (NbdfsFs *fs, const char *export_name, const char *name,
           GError **error)
 {
   NbdcOptions opts = { 0 };
-  nbdc_options_copy (&opts, &fs->cli->nbd);
+  nbdc_options_copy (&opts, fs->opts->nbd);
   g_free (opts.addr.export_name);
   opts.addr.export_name = g_strdup (export_name);
 
   NbdfsFile *f = g_new0 (NbdfsFile, 1);
-  f->pool = nbdc_pool_open (&opts, &fs->cli->pool, &f->exp, error);
+  f->pool = nbdc_pool_open (&opts, fs->opts->pool, &f->exp, error);
   nbdc_options_clear (&opts);
   if (f->pool == NULL) {
     g_free (f);
@@ -116,7 +116,7 @@ add_file (NbdfsFs *fs, const char *export_name, const char *name,
   f->ino = NBDFS_FIRST_FILE_INO + fs->files->len;
   f->export_name = g_strdup (export_name);
   f->name = g_strdup (name);
-  f->read_only = fs->cli->pool.read_only
+  f->read_only = fs->opts->pool->read_only
     || (f->exp.eflags & NBD_FLAG_READ_ONLY) != 0;
   f->mode = S_IFREG | (f->read_only ? 0444 : 0644);
   f->uid = fs->uid;
@@ -138,29 +138,29 @@ add_file (NbdfsFs *fs, const char *export_name, const char *name,
 gboolean
 nbdfs_files_open (NbdfsFs *fs, GError **error)
 {
-  NbdfsCli *cli = fs->cli;
+  const NbdfsFuseOptions *o = fs->opts;
 
   fs->files = g_ptr_array_new ();
-  if (!cli->all) {
+  if (!o->all) {
     g_autofree char *name = NULL;
-    if (cli->file_name) {
-      if (!check_user_name (cli->file_name, error))
+    if (o->file_name) {
+      if (!check_user_name (o->file_name, error))
         return FALSE;
-      name = g_strdup (cli->file_name);
+      name = g_strdup (o->file_name);
     }
     else
-      name = nbdfs_file_name_for_export (cli->nbd.addr.export_name);
-    return add_file (fs, cli->nbd.addr.export_name, name, error);
+      name = nbdfs_file_name_for_export (o->nbd->addr.export_name);
+    return add_file (fs, o->nbd->addr.export_name, name, error);
   }
 
-  if (cli->file_name) {
+  if (o->file_name) {
     g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_USAGE,
                  "--name and --all do not go together: with --all each file "
                  "is named after its export");
     return FALSE;
   }
   g_autoptr (GPtrArray) entries = NULL;
-  if (!nbdc_list_exports (&cli->nbd, &entries, error)) {
+  if (!nbdc_list_exports (o->nbd, &entries, error)) {
     g_prefix_error (error, "--all: ");
     return FALSE;
   }

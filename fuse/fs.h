@@ -13,12 +13,13 @@
 #ifndef NBDFS_FUSE_FS_H
 #define NBDFS_FUSE_FS_H
 
+#include <signal.h>
 #include <stdint.h>
 #include <sys/stat.h>
 #include <fuse_lowlevel.h>
 #include <glib.h>
 
-#include "nbdfs.h"
+#include "fuse/mount.h"
 #include "nbdclient/pool.h"
 
 /* The file for the default export (empty name) when --name is not given. */
@@ -48,8 +49,8 @@ typedef struct {
   gint scan_queued;
 } NbdfsFile;
 
-typedef struct {
-  NbdfsCli *cli;
+struct NbdfsFs {
+  const NbdfsFuseOptions *opts;
   GPtrArray *files;           /* NbdfsFile *, index = ino - 2 */
   GMutex lock;                /* attributes of the files and the root */
   uid_t uid;                  /* the mounting user */
@@ -66,7 +67,16 @@ typedef struct {
   GAsyncQueue *jobs;
   GThread *worker;
   gint stopping;              /* set before the stop job is queued */
-} NbdfsFs;
+  /* The session (mount.c): only the thread that starts, serves and stops
+   * touches these. */
+  struct fuse_session *se;
+  struct fuse_args args;
+  GPtrArray *argv;            /* what args points into */
+  char *mountpoint;
+  gboolean mounted, handlers, served;
+  int reaper;
+  sigset_t stop_signals, old_mask;
+};
 
 /* ---- files.c: names and the export table ---- */
 
@@ -142,8 +152,8 @@ void nbdfs_tune_readahead (const char *mountpoint);
 
 /* ---- log.c ---- */
 
-/* Routes GLib and libfuse messages to stderr (foreground) or syslog. */
-void nbdfs_log_setup (gboolean to_syslog, gboolean verbose);
+/* Routes libfuse's messages into GLib's log (domain "libfuse"). */
+void nbdfs_fuse_log_to_glib (void);
 
 /* ---- op handlers (one file each) ---- */
 

@@ -11,8 +11,8 @@
  *   sockets.c  negotiate the connections the kernel gets
  *   persist.c  --persist: reconnect dead connections
  *   relay.c    TLS: the kernel gets a socketpair, one thread relays
- *   run.c      nbdfs --kernel
- *   status.c   nbdfs --status, nbdfs --disconnect
+ *   run.c      nbdfs --kernel: nbdk_start, nbdk_serve (attach.h)
+ *   status.c   nbdfs --status (the data), nbdfs --disconnect
  */
 #ifndef KERNELATTACH_KERNEL_H
 #define KERNELATTACH_KERNEL_H
@@ -20,7 +20,7 @@
 #include <stdint.h>
 #include <glib.h>
 #include <gio/gio.h>     /* G_IO_ERROR */
-#include "nbdfs.h"
+#include "kernelattach/attach.h"
 #include "nbdclient/negotiate.h"
 
 /* ---- device.c ---- */
@@ -174,7 +174,6 @@ typedef struct {
   NbdExport exp;              /* what the first connection said */
   int index;
   char *backend;
-  gboolean to_syslog;         /* daemonised: log to syslog */
 } NbdkPersist;
 
 /* Runs until the device is disconnected (returns 0) or a signal asks us to

@@ -20,7 +20,6 @@
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
-#include <syslog.h>
 #include <unistd.h>
 
 #include "kernelattach/kernel.h"
@@ -36,25 +35,6 @@ static void
 on_signal (int sig)
 {
   stop_requested = sig;
-}
-
-/* A daemon has no terminal: send messages to syslog. */
-static void
-log_to_syslog (const gchar *domain, GLogLevelFlags level, const gchar *msg,
-               gpointer data)
-{
-  int prio = LOG_INFO;
-
-  if (level & (G_LOG_LEVEL_ERROR | G_LOG_LEVEL_CRITICAL))
-    prio = LOG_ERR;
-  else if (level & G_LOG_LEVEL_WARNING)
-    prio = LOG_WARNING;
-  else if (level & G_LOG_LEVEL_DEBUG) {
-    if (!g_getenv ("G_MESSAGES_DEBUG"))
-      return;
-    prio = LOG_DEBUG;
-  }
-  syslog (prio, "%s", msg);
 }
 
 /* One new connection into one dead slot. */
@@ -91,10 +71,6 @@ nbdk_persist_run (NbdkNetlink *nl, NbdkPersist *p)
   gint64 next_try = 0, next_check = 0;
   char *last_error = NULL;
 
-  if (p->to_syslog) {
-    openlog ("nbdfs", LOG_PID, LOG_DAEMON);
-    g_log_set_default_handler (log_to_syslog, NULL);
-  }
   sigemptyset (&sa.sa_mask);
   sigaction (SIGTERM, &sa, NULL);
   sigaction (SIGINT, &sa, NULL);

@@ -1,4 +1,5 @@
-/* nbdfs — kernel mode: nbdfs --status [DEVICE] and nbdfs --disconnect DEVICE.
+/* nbdfs — kernel mode: what nbdfs --status [DEVICE] shows (the program
+ * layer prints it) and nbdfs --disconnect DEVICE.
  *
  * Which devices are attached comes from the driver (NBD_CMD_STATUS, or
  * /sys/block/nbd* without netlink) and /sys/block/nbdN/pid (present while
@@ -10,34 +11,23 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "kernelattach/attach.h"
 #include "kernelattach/kernel.h"
 #include "nbdclient/error.h"
 
-typedef struct {
-  int index;
-  gboolean attached;
-  uint64_t size;
-  long pid;
-  char *backend;              /* NULL if the driver has none (ioctl) */
-  gboolean have_state;
-  NbdkState state;
-} DevInfo;
-
 static void
-dev_info_clear (DevInfo *d)
+dev_info_clear (NbdkDeviceInfo *d)
 {
   g_free (d->backend);
-  nbdk_state_clear (&d->state);
 }
 
 static void
-fill (DevInfo *d, int index, gboolean connected)
+fill (NbdkDeviceInfo *d, int index, gboolean connected)
 {
+  NbdkState st;
+
   memset (d, 0, sizeof *d);
   d->index = index;
   d->attached = connected && nbdk_device_attached (index);
@@ -50,17 +40,23 @@ fill (DevInfo *d, int index, gboolean connected)
   d->backend = nbdk_device_sysfs (index, "backend");
   if (d->backend && *d->backend == '\0')
     g_clear_pointer (&d->backend, g_free);
-  d->have_state = nbdk_state_read (index, &d->state);
-  if (d->backend == NULL && d->have_state && d->state.backend
-      && *d->state.backend)
-    d->backend = g_strdup (d->state.backend);
+  d->have_state = nbdk_state_read (index, &st);
+  if (!d->have_state)
+    return;
+  if (d->backend == NULL && st.backend && *st.backend)
+    d->backend = g_strdup (st.backend);
+  d->connections = st.connections;
+  d->daemon_pid = st.daemon_pid;
+  d->ioctl = st.ioctl;
+  d->persist = st.persist;
+  nbdk_state_clear (&st);
 }
 
 /* Devices to report: from the driver if netlink works, else sysfs. */
 static GArray *
 collect (int only, GError **error)
 {
-  GArray *out = g_array_new (FALSE, TRUE, sizeof (DevInfo));
+  GArray *out = g_array_new (FALSE, TRUE, sizeof (NbdkDeviceInfo));
   g_autoptr (GError) nl_error = NULL;
   NbdkNetlink *nl = nbdk_nl_open (&nl_error);
   GArray *st = NULL;
@@ -73,7 +69,7 @@ collect (int only, GError **error)
   if (st) {
     for (guint i = 0; i < st->len; i++) {
       NbdkDeviceStatus *s = &g_array_index (st, NbdkDeviceStatus, i);
-      DevInfo d;
+      NbdkDeviceInfo d;
       fill (&d, s->index, s->connected);
       g_array_append_val (out, d);
     }
@@ -87,7 +83,7 @@ collect (int only, GError **error)
       int index = g_array_index (list, int, i);
       if (only >= 0 && index != only)
         continue;
-      DevInfo d;
+      NbdkDeviceInfo d;
       fill (&d, index, TRUE);
       g_array_append_val (out, d);
     }
@@ -95,127 +91,22 @@ collect (int only, GError **error)
   return out;
 }
 
-static void
-json_string (GString *s, const char *v)
+GArray *
+nbdk_status (const char *device, int *only, GError **error)
 {
-  if (v == NULL) {
-    g_string_append (s, "null");
-    return;
-  }
-  g_string_append_c (s, '"');
-  for (const unsigned char *p = (const unsigned char *) v; *p; p++) {
-    if (*p == '"' || *p == '\\')
-      g_string_append_printf (s, "\\%c", *p);
-    else if (*p < 0x20 || *p == 0x7f)
-      g_string_append_printf (s, "\\u%04x", *p);
-    else
-      g_string_append_c (s, *p);
-  }
-  g_string_append_c (s, '"');
-}
-
-static void
-print_json (GArray *devs, int only)
-{
-  g_autoptr (GString) s = g_string_new ("{\"devices\": [");
-  gboolean first = TRUE;
-
-  for (guint i = 0; i < devs->len; i++) {
-    DevInfo *d = &g_array_index (devs, DevInfo, i);
-    if (!d->attached && only < 0)
-      continue;
-    g_string_append_printf (s, "%s\n  {\"device\": \"/dev/nbd%d\", "
-                            "\"index\": %d, \"attached\": %s",
-                            first ? "" : ",", d->index, d->index,
-                            d->attached ? "true" : "false");
-    first = FALSE;
-    if (d->attached) {
-      g_string_append_printf (s, ", \"size\": %" G_GUINT64_FORMAT
-                              ", \"pid\": %ld, \"backend\": ", d->size,
-                              d->pid);
-      json_string (s, d->backend);
-      if (d->have_state) {
-        g_string_append_printf (s, ", \"connections\": %u, "
-                                "\"interface\": \"%s\", \"persist\": %s",
-                                d->state.connections,
-                                d->state.ioctl ? "ioctl" : "netlink",
-                                d->state.persist ? "true" : "false");
-        if (d->state.daemon_pid > 0)
-          g_string_append_printf (s, ", \"daemon_pid\": %d",
-                                  d->state.daemon_pid);
-        else
-          g_string_append (s, ", \"daemon_pid\": null");
-      }
-      else
-        g_string_append (s, ", \"connections\": null");
-    }
-    g_string_append_c (s, '}');
-  }
-  g_string_append (s, first ? "]}\n" : "\n]}\n");
-  fputs (s->str, stdout);
-}
-
-static void
-print_text (GArray *devs, int only)
-{
-  guint shown = 0;
-
-  for (guint i = 0; i < devs->len; i++) {
-    DevInfo *d = &g_array_index (devs, DevInfo, i);
-    if (!d->attached) {
-      if (only >= 0)
-        printf ("/dev/nbd%d: not attached\n", d->index);
-      continue;
-    }
-    shown++;
-    printf ("/dev/nbd%d: %s, %" G_GUINT64_FORMAT " bytes", d->index,
-            d->backend ? d->backend : "(unknown backend)", d->size);
-    if (d->have_state) {
-      printf (", %u connection%s, %s", d->state.connections,
-              d->state.connections == 1 ? "" : "s",
-              d->state.ioctl ? "ioctl" : "netlink");
-      if (d->state.persist)
-        printf (d->state.daemon_pid > 0 ? ", persist (pid %d)"
-                : ", persist (supervisor not running)",
-                d->state.daemon_pid);
-    }
-    printf (", pid %ld\n", d->pid);
-  }
-  if (shown == 0 && only < 0)
-    printf ("no nbd device is attached\n");
-}
-
-gboolean
-nbdfs_kernel_status (const char *device, gboolean json, GError **error)
-{
-  int only = -1;
-  g_autoptr (GArray) devs = NULL;
-  gboolean attached = FALSE;
-
-  if (device && !nbdk_device_parse (device, &only, error))
-    return FALSE;
+  *only = -1;
+  if (device && !nbdk_device_parse (device, only, error))
+    return NULL;
   if (!nbdk_module_loaded ()) {
     nbdk_set_module_error (error);
-    return FALSE;
+    return NULL;
   }
-  devs = collect (only, error);
-  if (only >= 0 && devs->len == 0) {
-    DevInfo d = { .index = only };
+  GArray *devs = collect (*only, error);
+  if (*only >= 0 && devs->len == 0) {
+    NbdkDeviceInfo d = { .index = *only };
     g_array_append_val (devs, d);
   }
-  for (guint i = 0; i < devs->len; i++)
-    attached |= g_array_index (devs, DevInfo, i).attached;
-  if (json)
-    print_json (devs, only);
-  else
-    print_text (devs, only);
-  fflush (stdout);
-  if (only >= 0 && !attached) {
-    g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_KERNEL,
-                 "/dev/nbd%d is not attached", only);
-    return FALSE;
-  }
-  return TRUE;
+  return devs;
 }
 
 /* ---- --disconnect ---- */
@@ -293,7 +184,7 @@ wait_gone (pid_t pid, int tenths)
 }
 
 gboolean
-nbdfs_kernel_disconnect (const char *device, GError **error)
+nbdk_disconnect (const char *device, GError **error)
 {
   int index;
   NbdkState st;
