@@ -129,21 +129,5 @@ nbdk_block_size (const NbdExport *exp, uint64_t *bs, GError **error)
 char *
 nbdk_backend_id (const NbdcOptions *opts)
 {
-  const NbdAddress *a = &opts->addr;
-  g_autofree char *name =
-    g_uri_escape_string (a->export_name ? a->export_name : "",
-                         G_URI_RESERVED_CHARS_SUBCOMPONENT_DELIMITERS ":@/",
-                         FALSE);
-  const char *scheme_tls = opts->tls == NBDC_TLS_REQUIRE ? "s" : "";
-
-  if (a->socket_path) {
-    g_autofree char *path =
-      g_uri_escape_string (a->socket_path, "/", FALSE);
-    return g_strdup_printf ("nbd%s+unix:///%s?socket=%s", scheme_tls, name,
-                            path);
-  }
-  gboolean v6 = a->host && strchr (a->host, ':') != NULL;
-  return g_strdup_printf ("nbd%s://%s%s%s:%s/%s", scheme_tls,
-                          v6 ? "[" : "", a->host ? a->host : "",
-                          v6 ? "]" : "", a->port ? a->port : "10809", name);
+  return nbdc_address_to_uri (&opts->addr, opts->tls == NBDC_TLS_REQUIRE);
 }

@@ -1,10 +1,14 @@
-/* nbdfs — parse where the server is (address.h; URIs per nbd-uri.md). */
+/* nbdfs — parse and format where the server is (address.h; URIs per the
+ * NBD URI specification, doc/uri.md in NetworkBlockDevice/nbd). */
 #include <stdlib.h>
 #include <string.h>
 
 #include "nbdclient/address.h"
 #include "nbdclient/error.h"
 #include "nbdclient/protocol.h"
+
+/* NBD_DEFAULT_PORT as the string getaddrinfo and URIs take. */
+#define DEFAULT_PORT G_STRINGIFY (NBD_DEFAULT_PORT)
 
 static const char examples[] =
   "expected host[:export], [ipv6][:export], /path/to/socket[:export] or "
@@ -147,7 +151,7 @@ parse_short (const char *s, NbdAddress *addr, GError **error)
     if (!valid_host (addr->host))
       return bad (error, s, "\"%s\" is not a valid host name", addr->host);
   }
-  addr->port = g_strdup ("10809");
+  addr->port = g_strdup (DEFAULT_PORT);
   const char *export = colon ? colon + 1 : "";
   /* host:PORT (or host:PORT:export) is ambiguous with an export named by
    * digits; users almost always mean a port, so say how to give one. */
@@ -312,7 +316,7 @@ parse_uri (const char *s, const char *scheme_end, NbdAddress *addr,
       addr->port = g_strdup (port);
     }
     else
-      addr->port = g_strdup ("10809");
+      addr->port = g_strdup (DEFAULT_PORT);
   }
 
   /* Path: the export name is the path minus its leading '/'. */
@@ -429,8 +433,48 @@ nbdc_address_describe (const NbdAddress *addr)
                               addr->socket_path + 1);
     return g_strdup_printf ("unix:%s", addr->socket_path);
   }
-  const char *port = addr->port ? addr->port : "10809";
+  const char *port = nbdc_address_port (addr);
   if (addr->host && strchr (addr->host, ':'))
     return g_strdup_printf ("[%s]:%s", addr->host, port);
   return g_strdup_printf ("%s:%s", addr->host ? addr->host : "?", port);
+}
+
+const char *
+nbdc_address_port (const NbdAddress *addr)
+{
+  return addr->port ? addr->port : DEFAULT_PORT;
+}
+
+/* Characters a URI path segment may hold unescaped besides the unreserved
+ * ones (RFC 3986 3.3: pchar), and '/' between segments: the parser takes
+ * the whole path after the first '/' as the export name. */
+#define PATH_CHARS G_URI_RESERVED_CHARS_SUBCOMPONENT_DELIMITERS ":@/"
+
+char *
+nbdc_address_to_uri (const NbdAddress *addr, gboolean tls)
+{
+  const char *s = tls ? "s" : "";
+  g_autofree char *export =
+    g_uri_escape_string (addr->export_name ? addr->export_name : "",
+                         PATH_CHARS, FALSE);
+
+  if (addr->socket_path) {
+    size_t len = addr->socket_len ? addr->socket_len
+      : strlen (addr->socket_path);
+    /* An abstract socket's name starts with NUL: %00 (the URI spec's
+     * form), then the rest of the name. */
+    gboolean abstract = len > 0 && addr->socket_path[0] == '\0';
+    g_autofree char *rest = g_strndup (addr->socket_path + abstract,
+                                       len - abstract);
+    g_autofree char *path = g_uri_escape_string (rest, "/", FALSE);
+    return g_strdup_printf ("nbd%s+unix:///%s?socket=%s%s", s, export,
+                            abstract ? "%00" : "", path);
+  }
+  const char *host = addr->host ? addr->host : "";
+  /* An IPv6 literal goes in brackets; its zone ("%eth0") as %25eth0
+   * (RFC 6874). */
+  gboolean v6 = strchr (host, ':') != NULL;
+  g_autofree char *h = g_uri_escape_string (host, v6 ? ":" : "", FALSE);
+  return g_strdup_printf ("nbd%s://%s%s%s:%s/%s", s, v6 ? "[" : "", h,
+                          v6 ? "]" : "", nbdc_address_port (addr), export);
 }

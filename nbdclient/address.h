@@ -1,6 +1,7 @@
 /* nbdfs — where the server is: host:export, bare host, and NBD URIs.
  *
- * Accepted forms (see ../shared/reference/nbd-uri.md for the URIs):
+ * Accepted forms (the URIs per the NBD URI specification, doc/uri.md in
+ * NetworkBlockDevice/nbd):
  *   host                      default export on port 10809
  *   host:export               the short form users type
  *   host:port:export?         NOT accepted: ambiguous; use a URI for a port
@@ -29,7 +30,7 @@ typedef enum {
 typedef struct {
   /* Exactly one of host or socket_path is set. */
   char *host;            /* TCP host name or literal (no brackets) */
-  char *port;            /* TCP port/service; "10809" by default */
+  char *port;            /* TCP port/service; NBD_DEFAULT_PORT by default */
   char *socket_path;     /* Unix socket path (may start with NUL for abstract:
                             then socket_len says how long it is) */
   size_t socket_len;
@@ -56,5 +57,17 @@ void nbdc_address_copy (NbdAddress *dst, const NbdAddress *src);
 
 /* "host:port", "[::1]:10809" or "unix:/path", for messages. Caller frees. */
 char *nbdc_address_describe (const NbdAddress *addr);
+
+/* The TCP port to connect to: the one given, else NBD_DEFAULT_PORT. */
+const char *nbdc_address_port (const NbdAddress *addr);
+
+/* The one NBD URI formatter: "nbd[s]://host:port/export" or
+ * "nbd[s]+unix:///export?socket=PATH" (abstract sockets as %00NAME), with
+ * the "s" when tls. nbdc_address_parse reads it back to the same host,
+ * port, socket and export name (test/unit/test-address.c). TLS query
+ * parameters and the user name are left out: the result names the export,
+ * not how to log in (kernel mode gives it to the driver as the backend
+ * identifier, shown in sysfs). Caller frees. */
+char *nbdc_address_to_uri (const NbdAddress *addr, gboolean tls);
 
 #endif

@@ -134,7 +134,7 @@ describe_sockaddr (const struct sockaddr *sa, socklen_t len)
 static int
 connect_tcp (const NbdAddress *addr, gint64 deadline, GError **error)
 {
-  const char *port = addr->port ? addr->port : "10809";
+  const char *port = nbdc_address_port (addr);
   struct addrinfo hints = { .ai_family = AF_UNSPEC,
                             .ai_socktype = SOCK_STREAM,
                             .ai_flags = AI_ADDRCONFIG };

@@ -194,6 +194,52 @@ test_long_export (void)
   g_assert_null (strchr (error->message, '\n'));
 }
 
+/* nbdc_address_to_uri is the one NBD URI formatter: whatever the parser
+ * accepts, formatted and parsed again, names the same server and export. */
+static void
+test_uri_round_trip (void)
+{
+  static const char *const cases[] = {
+    "localhost", "host:disk", "example.com:a:b", "10.0.0.1:/dev/sda",
+    "[::1]:disk", "[fe80::1%eth0]:x",
+    "nbd://example.com:2000/x/y", "nbd://example.com//disk",
+    "nbd://h/hello%20world", "nbd://h/%e2%82%ac", "nbd://h/a%3Fb%23c%25d",
+    "nbd://h/a&b=c;d+e", "nbds://example.com/x",
+    "/run/nbd.sock", "/run/nbd.sock:disk", "./rel/sock:e",
+    "nbd+unix:///a%20b?socket=/tmp/s",
+    "nbd+unix://?socket=%2Ftmp%2Fs%20p%26q%3Dr",
+    "nbds+unix:///e?socket=/s",
+    "nbd+unix:///?socket=%00/abstract",
+    "nbd+unix:///exp?socket=%00abs%20name",
+  };
+
+  for (gsize i = 0; i < G_N_ELEMENTS (cases); i++) {
+    for (int tls = 0; tls <= 1; tls++) {
+      NbdAddress a = { 0 }, b = { 0 };
+      g_autoptr (GError) error = NULL;
+      g_assert_true (nbdc_address_parse (cases[i], &a, &error));
+      g_autofree char *uri = nbdc_address_to_uri (&a, tls);
+      g_test_message ("%s -> %s", cases[i], uri);
+      if (!nbdc_address_parse (uri, &b, &error))
+        g_error ("\"%s\" formatted as \"%s\": %s", cases[i], uri,
+                 error->message);
+      g_assert_cmpstr (b.host, ==, a.host);
+      if (a.host)
+        g_assert_cmpstr (b.port, ==, a.port);
+      g_assert_cmpstr (b.export_name, ==, a.export_name);
+      g_assert_cmpint (b.tls, ==, tls ? NBDC_TLS_REQUIRE : NBDC_TLS_DEFAULT);
+      g_assert_cmpint (!!b.socket_path, ==, !!a.socket_path);
+      if (a.socket_path) {
+        size_t la = a.socket_len ? a.socket_len : strlen (a.socket_path);
+        size_t lb = b.socket_len ? b.socket_len : strlen (b.socket_path);
+        g_assert_cmpmem (b.socket_path, lb, a.socket_path, la);
+      }
+      nbdc_address_clear (&a);
+      nbdc_address_clear (&b);
+    }
+  }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -202,5 +248,6 @@ main (int argc, char **argv)
   g_test_add_func ("/nbdclient/address/uri-tls-params", test_uri_tls_params);
   g_test_add_func ("/nbdclient/address/bad", test_bad);
   g_test_add_func ("/nbdclient/address/long-export", test_long_export);
+  g_test_add_func ("/nbdclient/address/uri-round-trip", test_uri_round_trip);
   return g_test_run ();
 }

@@ -102,6 +102,8 @@ test_backend_id (void)
     { "example.com:disk", "nbd://example.com:10809/disk" },
     { "nbd://example.com:2000/x/y", "nbd://example.com:2000/x/y" },
     { "[::1]:disk", "nbd://[::1]:10809/disk" },
+    /* The abstract socket's name was lost here once. */
+    { "nbd+unix:///e?socket=%00abs", "nbd+unix:///e?socket=%00abs" },
   };
 
   for (gsize i = 0; i < G_N_ELEMENTS (cases); i++) {
