@@ -189,19 +189,65 @@ serve_netlink (NbdkRun *run, NbdkReadyFn ready, void *data, GError **error)
 
 /* ---- ioctl ---- */
 
+/* The NBD_DO_IT process: NBD_DO_IT blocks the main thread for as long as
+ * the device lives (the driver records that thread as the device's pid,
+ * which --status matches against the state file's pid, so it must be the
+ * process ID); a watcher thread sees the device come up, reports it, and
+ * turns SIGINT/SIGTERM into NBD_DISCONNECT. */
 typedef struct {
+  NbdkRun *run;
   int devfd;
-  int result;                 /* NBD_DO_IT's errno, once done */
+  NbdkReadyFn ready;
+  void *data;
+  sigset_t stop;
   gint done;                  /* atomic: NBD_DO_IT returned */
+  /* Written by the watcher, read after it was joined: */
+  gboolean up;
+  gboolean failed;
+  GError *error;
 } DoIt;
 
 static gpointer
-do_it_thread (gpointer data)
+watch_thread (gpointer data)
 {
   DoIt *d = data;
+  int index = d->run->a.index;
 
-  d->result = nbdk_ioctl_do_it (d->devfd);
-  g_atomic_int_set (&d->done, 1);
+  /* The driver creates /sys/block/nbdN/pid once NBD_DO_IT runs. */
+  for (int ms = 0; ms < IOCTL_START_TIMEOUT_MS && !d->up; ms += 50) {
+    if (g_atomic_int_get (&d->done))
+      break;
+    d->up = nbdk_device_attached (index);
+    if (!d->up)
+      g_usleep (50 * 1000);
+  }
+  if (!d->up) {
+    d->failed = TRUE;
+    if (g_atomic_int_get (&d->done))
+      g_set_error (&d->error, NBDFS_ERROR, NBDFS_ERROR_KERNEL,
+                   "/dev/nbd%d: NBD_DO_IT failed at once (see dmesg)", index);
+    else
+      g_set_error (&d->error, NBDFS_ERROR, NBDFS_ERROR_KERNEL,
+                   "/dev/nbd%d did not start within %d s", index,
+                   IOCTL_START_TIMEOUT_MS / 1000);
+  }
+  else {
+    record_state (d->run, index, TRUE);
+    d->failed = !d->ready (index, d->data, &d->error);
+  }
+  if (d->failed && !g_atomic_int_get (&d->done))
+    nbdk_ioctl_request_disconnect (d->devfd);
+
+  /* Until the device is disconnected (here on a signal, or by nbdfs
+   * --disconnect). */
+  while (!g_atomic_int_get (&d->done)) {
+    struct timespec tick = { 0, 100 * 1000 * 1000 };
+    int sig = sigtimedwait (&d->stop, NULL, &tick);
+    if (sig == SIGINT || sig == SIGTERM) {
+      g_debug ("signal %d: disconnecting", sig);
+      nbdk_ioctl_request_disconnect (d->devfd);
+    }
+  }
   return NULL;
 }
 
@@ -209,72 +255,38 @@ static int
 serve_ioctl (NbdkRun *run, NbdkReadyFn ready, void *data, GError **error)
 {
   int index = run->a.index;
-  DoIt d = { .devfd = nbdk_ioctl_setup (&run->a, error) };
-  sigset_t stop;
+  DoIt d = { .run = run, .ready = ready, .data = data,
+             .devfd = nbdk_ioctl_setup (&run->a, error) };
 
   if (d.devfd < 0)
     return -1;
   close_fds (run->fds, run->n_fds);   /* the kernel holds references */
 
-  /* NBD_DO_IT returns only when the device is disconnected. A signal that
-   * interrupted it would tear the device down without telling the server
-   * (the driver's wait_event_interruptible), so SIGINT/SIGTERM/SIGHUP are
-   * blocked in every thread (the threads made below inherit the mask) and
-   * this thread takes them with sigtimedwait and turns SIGINT/SIGTERM into
-   * NBD_DISCONNECT. */
-  sigemptyset (&stop);
-  sigaddset (&stop, SIGINT);
-  sigaddset (&stop, SIGTERM);
-  sigaddset (&stop, SIGHUP);
-  pthread_sigmask (SIG_BLOCK, &stop, NULL);
+  /* A signal that interrupted NBD_DO_IT would tear the device down
+   * without telling the server (the driver's wait_event_interruptible), so
+   * SIGINT/SIGTERM/SIGHUP are blocked in every thread (the threads made
+   * below inherit the mask) and the watcher takes them with sigtimedwait. */
+  sigemptyset (&d.stop);
+  sigaddset (&d.stop, SIGINT);
+  sigaddset (&d.stop, SIGTERM);
+  sigaddset (&d.stop, SIGHUP);
+  pthread_sigmask (SIG_BLOCK, &d.stop, NULL);
   nbdk_relay_start ();    /* TLS: this process relays too */
-  GThread *thread = g_thread_new ("nbd-do-it", do_it_thread, &d);
-
-  /* Wait until the driver started the device (it creates "pid" then), or
-   * NBD_DO_IT failed. */
-  gboolean up = FALSE;
-  for (int ms = 0; ms < IOCTL_START_TIMEOUT_MS && !up; ms += 50) {
-    if (g_atomic_int_get (&d.done))
-      break;
-    up = nbdk_device_attached (index);
-    if (!up)
-      g_usleep (50 * 1000);
-  }
-  gboolean failed = !up;
-  if (!up) {
-    if (g_atomic_int_get (&d.done))
-      g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_KERNEL,
-                   "/dev/nbd%d: NBD_DO_IT failed at once (see dmesg)", index);
-    else
-      g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_KERNEL,
-                   "/dev/nbd%d did not start within %d s", index,
-                   IOCTL_START_TIMEOUT_MS / 1000);
-  }
-  else {
-    record_state (run, index, TRUE);
-    failed = !ready (index, data, error);
-  }
-  if (failed)
-    nbdk_ioctl_request_disconnect (d.devfd);
-
-  /* Serve: until the device is disconnected (here on a signal, or by
-   * nbdfs --disconnect). */
-  while (!g_atomic_int_get (&d.done)) {
-    struct timespec tick = { 0, 100 * 1000 * 1000 };
-    int sig = sigtimedwait (&stop, NULL, &tick);
-    if (sig == SIGINT || sig == SIGTERM) {
-      g_debug ("signal %d: disconnecting", sig);
-      nbdk_ioctl_request_disconnect (d.devfd);
-    }
-  }
-  g_thread_join (thread);
+  GThread *watcher = g_thread_new ("nbd-watch", watch_thread, &d);
+  int r = nbdk_ioctl_do_it (d.devfd);
+  g_atomic_int_set (&d.done, 1);
+  g_thread_join (watcher);
   nbdk_relay_stop ();
   close (d.devfd);
-  if (up)
+  if (d.up)
     nbdk_state_remove (index);
-  if (!failed && d.result != 0)
-    g_warning ("/dev/nbd%d: NBD_DO_IT: %s", index, g_strerror (d.result));
-  return failed ? -1 : 0;
+  if (d.failed) {
+    g_propagate_error (error, d.error);
+    return -1;
+  }
+  if (r != 0)
+    g_warning ("/dev/nbd%d: NBD_DO_IT: %s", index, g_strerror (r));
+  return 0;
 }
 
 /* ---- the entry points ---- */
