@@ -59,13 +59,5 @@ gboolean nbdc_read_full (NbdTransport *t, void *buf, size_t len,
                          gint64 deadline, const char *what, GError **error);
 gboolean nbdc_write_full (NbdTransport *t, const void *buf, size_t len,
                           gint64 deadline, const char *what, GError **error);
-/* Reads and throws away len bytes (skipping unknown payloads). */
-gboolean nbdc_discard (NbdTransport *t, size_t len, gint64 deadline,
-                       const char *what, GError **error);
-
-/* errno-style variants for the transmission path (no GError per request):
- * return 0, or an errno (ECONNRESET for EOF, ETIMEDOUT past deadline). */
-int nbdc_recv_all (NbdTransport *t, void *buf, size_t len, gint64 deadline);
-int nbdc_sendv_all (NbdTransport *t, struct iovec *iov, int iovcnt);
 
 #endif
