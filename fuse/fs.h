@@ -31,6 +31,7 @@
 #define NBDFS_ATTR_TIMEOUT 60.0
 
 typedef struct {
+  /* Set at start (files.c), read-only while serving: */
   fuse_ino_t ino;
   char *name;                 /* the file name in the mount */
   char *export_name;          /* the NBD export behind it */
@@ -46,27 +47,32 @@ typedef struct {
    * Refreshed by the worker thread, read with g_atomic. */
   gint64 allocated;
   gint64 allocated_at;        /* g_get_monotonic_time of the last scan */
-  gint scan_queued;
+  gint scan_queued;           /* a scan is queued (atomic) */
 } NbdfsFile;
 
+/* Threads: the starting thread fills what is marked "set at start"
+ * before the session loop runs; libfuse workers, pool readers and the
+ * worker thread then only read it. */
 struct NbdfsFs {
-  const NbdfsFuseOptions *opts;
-  GPtrArray *files;           /* NbdfsFile *, index = ino - 2 */
+  const NbdfsFuseOptions *opts; /* set at start */
+  GPtrArray *files;           /* NbdfsFile *, index = ino - 2; set at start */
   GMutex lock;                /* attributes of the files and the root */
-  uid_t uid;                  /* the mounting user */
+  uid_t uid;                  /* the mounting user; set at start */
   gid_t gid;
-  mode_t root_mode;
-  struct timespec root_time;
-  gboolean debug;             /* cheap guard for per-request g_debug */
+  mode_t root_mode;           /* lock */
+  struct timespec root_time;  /* lock (set at start) */
+  gboolean debug;             /* cheap guard for per-request g_debug; set
+                                 at start */
   /* Requests owed a reply (see above). */
   GMutex inflight_lock;
-  GCond inflight_cond;
+  GCond inflight_cond;        /* with inflight_lock */
   gint inflight;               /* requests owed a reply (atomic) */
   gint draining;               /* someone waits in drain (atomic) */
-  /* The helper thread's queue (worker.c). */
+  /* The helper thread's queue (worker.c): created and freed by the
+   * starting/stopping thread, used through GAsyncQueue's own lock. */
   GAsyncQueue *jobs;
-  GThread *worker;
-  gint stopping;              /* set before the stop job is queued */
+  GThread *worker;            /* the starting/stopping thread only */
+  gint stopping;              /* set before the stop job is queued (atomic) */
   /* The session (mount.c): only the thread that starts, serves and stops
    * touches these. */
   struct fuse_session *se;

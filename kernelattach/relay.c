@@ -35,6 +35,8 @@
 #define BUF_SIZE (1024 * 1024)
 #define MAX_RELAYED 64
 
+/* One relayed connection. Once the relay thread took it from relay.added
+ * it is that thread's alone: no lock. */
 typedef struct {
   NbdTransport *t;       /* the TLS session (owned) */
   int kfd;               /* our end of the socketpair (non-blocking) */
@@ -45,14 +47,20 @@ typedef struct {
   gboolean dead;
 } Relayed;
 
+/* Shared between the adding threads (nbdk_start, persist.c) and the relay
+ * thread. */
 static struct {
   GMutex lock;
-  GPtrArray *added;      /* Relayed*, waiting for the thread */
+  GPtrArray *added;      /* Relayed*, waiting for the thread (lock) */
   unsigned live;         /* connections being relayed (lock) */
-  GCond idle;            /* live dropped to 0 */
-  int wake_fd;           /* eventfd: something added, or stop */
-  gboolean stop;
+  GCond idle;            /* live dropped to 0 (with lock) */
+  /* eventfd: something added, or stop. Created by the first add, before
+   * the thread exists, then only read and written (no lock needed). */
+  int wake_fd;
+  gboolean stop;         /* lock */
+  /* The thread that calls nbdk_relay_start/stop only. */
   GThread *thread;
+  /* The relay thread only (read after it was joined). */
   guint64 bytes_up, bytes_down;
 } relay = { .wake_fd = -1 };
 
