@@ -5,8 +5,9 @@
  * ones, NBD_CMD_DISCONNECT and NBD_CMD_STATUS do what they say, and the
  * driver multicasts NBD_CMD_LINK_DEAD on "nbd_mc_group" whenever a
  * connection dies (that is what --persist listens for). Every attribute is
- * documented in shared/reference/nbd-netlink-proto.md; the kernel's own
- * policy is what counts (sizes u64, index u32, fds u32 nested twice).
+ * declared in include/uapi/linux/nbd-netlink.h in Linux; the kernel's own
+ * policy (drivers/block/nbd.c, nbd_attr_policy) is what counts (sizes u64,
+ * index u32, fds u32 nested twice).
  */
 #include <errno.h>
 #include <poll.h>

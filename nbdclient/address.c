@@ -173,7 +173,7 @@ set_query (const char *s, NbdAddress *addr, const char *key,
   if (strcmp (key, "socket") == 0) {
     if (vlen == 0)
       return bad (error, s, "socket= is empty");
-    /* A leading NUL (%00) names a Linux abstract socket (nbd-uri.md);
+    /* A leading NUL (%00) names a Linux abstract socket (doc/uri.md);
      * NUL anywhere else is a mistake. */
     if (memchr (val + 1, '\0', vlen - 1))
       return bad (error, s, "socket= may contain %%00 only at the start");

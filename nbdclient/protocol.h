@@ -1,6 +1,9 @@
 /* nbdfs — NBD wire format: constants and packed structs, no logic.
  *
- * Every name is the spec's (../shared/reference/nbd-proto.md, "Values").
+ * Every name is the spec's: the NBD protocol, doc/proto.md in
+ * NetworkBlockDevice/nbd ("Values"). Comments throughout cite it as
+ * nbd-proto.md with a section name; nbd-uri.md is doc/uri.md in the same
+ * repository.
  * All multi-byte fields are big-endian on the wire; convert with
  * GUINT16_FROM_BE / GUINT32_FROM_BE / GUINT64_FROM_BE and friends.
  *
