@@ -142,7 +142,7 @@ parse_args (int argc, char **argv, NbdfsCli *cli, GError **error)
     return FALSE;
   }
   cli->pool.connections = connections;
-  /* Kernel mode keeps its own defaults (kernelattach/attach.h): 0 there
+  /* Kernel mode keeps its own defaults (kernelattach/run.c): 0 there
    * means "not given". FUSE mode has no kernel timeout behind it, so
    * without ours a silent server would hang every I/O and the unmount. */
   if (cli->kernel)
