@@ -10,7 +10,7 @@
  *                                                    --disconnect
  *   nbdfs-daemon.c   fork with a readiness pipe, the pidfile, detaching
  *   nbdfs-log.c      stderr or syslog, one format
- *   nbdfs-json.c     the JSON string writer
+ *   nbdfs-output.c   stdout, and the JSON string writer
  */
 #ifndef NBDFS_H
 #define NBDFS_H
@@ -85,7 +85,7 @@ int nbdfs_daemon_end (NbdfsDaemon *d, int status, const GError *err,
  * fuse/) to stderr or syslog; debug and info only when verbose. */
 void nbdfs_log_setup (gboolean to_syslog, gboolean verbose);
 
-/* ---- nbdfs-json.c ---- */
+/* ---- nbdfs-output.c ---- */
 
 /* Appends s as a JSON string literal (quotes included); NULL as "". Bytes
  * that are not valid UTF-8 become U+FFFD, so the output is always valid
