@@ -146,11 +146,7 @@ nbdfs_cmd_info (NbdfsCli *cli, GError **error)
   else
     append_text (out, &exp, contexts);
   nbdc_export_clear (&exp);
-  fputs (out->str, stdout);
-  if (fflush (stdout) != 0 || ferror (stdout)) {
-    g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_FAILED,
-                 "writing the export information failed");
+  if (!nbdfs_output (out, "the export information", error))
     return -1;
-  }
   return 0;
 }

@@ -147,12 +147,8 @@ nbdfs_cmd_status (NbdfsCli *cli, GError **error)
     append_json (out, devs, only);
   else
     append_text (out, devs, only);
-  fputs (out->str, stdout);
-  if (fflush (stdout) != 0 || ferror (stdout)) {
-    g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_FAILED,
-                 "writing the device status failed");
+  if (!nbdfs_output (out, "the device status", error))
     return -1;
-  }
   if (only >= 0 && !attached) {
     g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_KERNEL,
                  "/dev/nbd%d is not attached", only);

@@ -44,11 +44,7 @@ nbdfs_cmd_list (NbdfsCli *cli, GError **error)
       g_string_append_c (out, '\n');
     }
   }
-  fputs (out->str, stdout);
-  if (fflush (stdout) != 0 || ferror (stdout)) {
-    g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_FAILED,
-                 "writing the export list failed");
+  if (!nbdfs_output (out, "the export list", error))
     return -1;
-  }
   return 0;
 }

@@ -1,5 +1,21 @@
-/* nbdfs — JSON string escaping (RFC 8259 section 7). */
+/* nbdfs — what the program writes to stdout: whole texts, checked, and
+ * JSON string escaping (RFC 8259 section 7). */
+#include <stdio.h>
+
 #include "nbdfs.h"
+#include "nbdclient/error.h"
+
+gboolean
+nbdfs_output (const GString *text, const char *what, GError **error)
+{
+  fputs (text->str, stdout);
+  if (fflush (stdout) != 0 || ferror (stdout)) {
+    g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_FAILED,
+                 "writing %s failed", what);
+    return FALSE;
+  }
+  return TRUE;
+}
 
 void
 nbdfs_json_append_string (GString *out, const char *s)

@@ -87,6 +87,11 @@ void nbdfs_log_setup (gboolean to_syslog, gboolean verbose);
 
 /* ---- nbdfs-output.c ---- */
 
+/* Writes text to stdout; FALSE + "writing WHAT failed" (a full disk, a
+ * closed pipe) so a script never takes a cut-off answer for a whole one. */
+gboolean nbdfs_output (const GString *text, const char *what,
+                       GError **error);
+
 /* Appends s as a JSON string literal (quotes included); NULL as "". Bytes
  * that are not valid UTF-8 become U+FFFD, so the output is always valid
  * JSON (RFC 8259 section 8.1). */
