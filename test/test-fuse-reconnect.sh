@@ -20,7 +20,12 @@
 #    fails with EIO after --timeout, fusermount3 -u exits 0 within 15 s.
 # 6. SIGTERM while a silent server owes a read, default --timeout (120 s):
 #    nbdfs gives up on it after 10 s and exits within 15 s.
-# timeout: 90
+# Waits are on events (log lines, a FIFO, a process blocked in a FUSE
+# request), not sleeps. The scenarios' own bounds add up to about 150 s
+# (1: 30 s for the writer; 2: 10 s --timeout + 10 s for the server to be
+# used again + 15 s exit; 3: 15 + 10 s; 4: 30 s; 5: 15 s; 6: 15 + 10 s),
+# within the budget below.
+# timeout: 180
 source "$SRCDIR/test/functions.sh"
 source "$SRCDIR/test/fuse-functions.sh"
 requires_nbdkit_plugin file
@@ -39,53 +44,70 @@ head -c 24M /dev/urandom > "$tmp/src"
 # kill9_nbdkit: kill -9 the server, wait for it, remove its stale socket.
 kill9_nbdkit() {
   kill -9 "$nbdkit_pid"
-  while kill -0 "$nbdkit_pid" 2>/dev/null; do sleep 0.1; done
+  wait "$nbdkit_pid" 2>/dev/null || true     # our child: reaped, so gone
   rm -f "$sock"
 }
 
-# nbdfs_exits_within SECS: wait for nbdfs to exit; sets $rc.
-nbdfs_exits_within() {
+# wait_exit_within SECS PID: wait for our child PID to exit; sets $rc.
+wait_exit_within() {
   local i
   for (( i=0; i < $1*10; i++ )); do
-    kill -0 "$nbdfs_pid" 2>/dev/null || break
+    kill -0 "$2" 2>/dev/null || break
     sleep 0.1
   done
-  kill -0 "$nbdfs_pid" 2>/dev/null && fail "nbdfs still running after $1 s"
+  kill -0 "$2" 2>/dev/null && fail "process $2 still running after $1 s"
   rc=0
-  wait "$nbdfs_pid" || rc=$?
+  wait "$2" || rc=$?
+}
+# nbdfs_exits_within SECS: the same for nbdfs.
+nbdfs_exits_within() { wait_exit_within "$1" "$nbdfs_pid"; }
+
+# blocked_in_fuse PID: PID's main thread sleeps in the kernel inside a FUSE
+# request (its wchan), i.e. it issued a request nbdfs has not answered.
+blocked_in_fuse() {
+  grep -qE '^(fuse_|request_wait_answer)' "/proc/$1/wchan" 2>/dev/null
 }
 
+# reader_waiting FILE: the reader that wrote its PID to FILE is waiting in
+# a FUSE request.
+reader_waiting() { [ -s "$1" ] && blocked_in_fuse "$(cat "$1")"; }
+
 # ---- 1. restart within the window, writer running ----
-# The writer paces itself (24 x 1 MiB, 0.15 s apart: ~3.6 s), so the kill
-# lands in the middle of it; every write is sent at once (no writeback
-# cache) and must succeed, and so must the fsync at the end.
+# Synchronised on events: the writer writes 8 MiB, then waits on a FIFO;
+# the test kills the server, waits for nbdfs to log the loss, releases the
+# writer, waits until the writer sits in a FUSE request (so a write was
+# issued while the server was down), and only then restarts the server.
+# Every write must succeed, and so must the fsync at the end.
 start_nbdkit "$sock" file "$img"
 start_nbdfs "$mnt" "$sock" --reconnect 20 --timeout 10 2> "$tmp/log1"
-python3 - "$tmp/src" "$mnt/disk" "$tmp/started1" <<'PY' > "$tmp/w1" 2>&1 &
-import os, sys, time
+mkfifo "$tmp/go1"
+python3 - "$tmp/src" "$mnt/disk" "$tmp/mid1" "$tmp/go1" <<'PY' > "$tmp/w1" 2>&1 &
+import os, sys
 src = open(sys.argv[1], "rb").read()
 fd = os.open(sys.argv[2], os.O_WRONLY)
 for i in range(24):
-    os.pwrite(fd, src[i << 20:(i + 1) << 20], i << 20)
-    if i == 0:
+    if i == 8:
         open(sys.argv[3], "w").close()
-    time.sleep(0.15)
+        open(sys.argv[4]).read()          # until the test says go
+    os.pwrite(fd, src[i << 20:(i + 1) << 20], i << 20)
 os.fsync(fd)
 os.close(fd)
 print("written")
 PY
 wpid=$!
 track_pid "$wpid"
-wait_for test -e "$tmp/started1" || fail "the writer did not start"
-sleep 0.5
-kill -0 "$wpid" || fail "the writer finished before the kill (test too fast)"
+wait_for test -e "$tmp/mid1" || fail "the writer did not start"
 t_kill=$(date +%s.%N)
 kill9_nbdkit
-sleep 2
+wait_for grep -q 'lost; reconnecting for up to 20 s' "$tmp/log1" ||
+  fail "nbdfs did not notice the server going"
+echo go > "$tmp/go1"
+wait_for blocked_in_fuse "$wpid" ||
+  fail "the writer is not waiting in a FUSE request with the server down"
 start_nbdkit "$sock" file "$img"
 t_up=$(date +%s.%N)
-wrc=0
-wait "$wpid" || wrc=$?
+wait_exit_within 30 "$wpid"
+wrc=$rc
 cat "$tmp/w1"
 [ "$wrc" = 0 ] || fail "the writer failed across a server restart (exit $wrc)"
 grep -qx written "$tmp/w1" || fail "the writer did not finish"
@@ -165,16 +187,14 @@ kill9_nbdkit
 ( pyio errno 'import os, mmap
 fd = os.open("'"$mnt"'/disk", os.O_RDONLY | os.O_DIRECT)
 m = mmap.mmap(-1, 4096)
-open("'"$tmp"'/opened3", "w").close()
+open("'"$tmp"'/opened3", "w").write(str(os.getpid()))
 os.preadv(fd, [m], 2097152)' > "$tmp/reader3" ) &
 rpid=$!
 track_pid "$rpid"
-wait_for test -e "$tmp/opened3" || fail "the reader did not open the file"
-sleep 1
-kill -0 "$rpid" || fail "the read did not wait for the server"
+wait_for reader_waiting "$tmp/opened3" || fail "the read did not wait for the server"
 kill -TERM "$nbdfs_pid"
 nbdfs_exits_within 15
-wait "$rpid" || true
+wait_exit_within 10 "$rpid"
 cat "$tmp/log3" "$tmp/reader3"
 grep -qE '^(EIO|ENOTCONN|ECONNABORTED)$' "$tmp/reader3" || fail "the reader saw no error"
 grep -q 'waiting at most 5 s for the server' "$tmp/log3" ||
@@ -236,18 +256,16 @@ start_nbdfs "$mnt" "$sock" -C 1 2> "$tmp/log6"
 ( pyio errno 'import os, mmap
 fd = os.open("'"$mnt"'/disk", os.O_RDONLY | os.O_DIRECT)
 m = mmap.mmap(-1, 4096)
-open("'"$tmp"'/opened6", "w").close()
+open("'"$tmp"'/opened6", "w").write(str(os.getpid()))
 os.preadv(fd, [m], 4194304)' > "$tmp/reader6" ) &
 rpid=$!
 track_pid "$rpid"
-wait_for test -e "$tmp/opened6" || fail "the reader did not open the file"
-sleep 1
-kill -0 "$rpid" || fail "the read did not wait for the silent server"
+wait_for reader_waiting "$tmp/opened6" || fail "the read did not wait for the silent server"
 start=$(date +%s)
 kill -TERM "$nbdfs_pid"
 nbdfs_exits_within 15
 echo "SIGTERM with a read owed took $(( $(date +%s) - start )) s"
-wait "$rpid" || true
+wait_exit_within 10 "$rpid"
 cat "$tmp/log6" "$tmp/reader6"
 grep -qE '^(EIO|ENOTCONN|ECONNABORTED)$' "$tmp/reader6" ||
   fail "the reader saw no error"
