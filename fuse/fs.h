@@ -9,6 +9,10 @@
  * neither libfuse workers nor readers ever block on the server.
  * Every request that is still owed a reply is counted (nbdfs_req_begin /
  * nbdfs_req_end) so shutdown can wait for them before closing the pools.
+ * The per-request structs of the op files (ReadOp, WriteOp, FlushOp,
+ * ZeroOp, SeekJob) have one owner at a time and need no lock: the handler
+ * fills them, then hands them to the pool (or the worker), whose
+ * completion replies and frees them.
  */
 #ifndef NBDFS_FUSE_FS_H
 #define NBDFS_FUSE_FS_H
