@@ -80,6 +80,10 @@ append_json (GString *out, const NbdExport *exp, GPtrArray *contexts)
                           exp->block_size_from_server ? "true" : "false");
   g_string_append (out, ",\n  \"handshake\": ");
   nbdfs_json_append_string (out, style_name (exp->style));
+  g_string_append (out, ",\n  \"replies\": ");
+  nbdfs_json_append_string (out, nbdc_reply_mode_name (exp));
+  g_string_append_printf (out, ",\n  \"extended_headers\": %s",
+                          exp->extended ? "true" : "false");
   g_string_append_printf (out, ",\n  \"no_zeroes\": %s"
                           ",\n  \"structured_replies\": %s"
                           ",\n  \"tls\": %s",
@@ -122,6 +126,8 @@ append_text (GString *out, const NbdExport *exp, GPtrArray *contexts)
                           exp->no_zeroes ? ", no zeroes" : "");
   g_string_append_printf (out, "structured replies: %s\n",
                           exp->structured ? "yes" : "no");
+  g_string_append_printf (out, "replies:            %s\n",
+                          nbdc_reply_mode_name (exp));
   g_string_append_printf (out, "TLS:                %s\n",
                           exp->tls ? "yes" : "no");
   g_string_append (out, "meta contexts:      ");

@@ -94,6 +94,9 @@ parse_args (int argc, char **argv, NbdfsCli *cli, GError **error)
       "Write the process ID to FILE once ready", "FILE" },
     { "option", 'o', 0, G_OPTION_ARG_STRING_ARRAY, &cli->fuse_opts,
       "FUSE mount option (allow_other, ...), repeatable", "OPT" },
+    { "no-extended-headers", 0, 0, G_OPTION_ARG_NONE, &cli->nbd.no_extended,
+      "Do not ask for NBD extended headers (debugging: structured replies "
+      "and 32-bit lengths instead)", NULL },
     { "tls", 0, 0, G_OPTION_ARG_STRING, &tls,
       "TLS: off, on (if offered) or require (default: require for nbds://, "
       "else off)", "MODE" },

@@ -19,6 +19,9 @@ typedef struct {
   NbdcStyle style;
   gboolean no_zeroes;         /* NBD_FLAG_C_NO_ZEROES sent */
   gboolean tls;               /* STARTTLS done */
+  /* Why extended headers are not in use, for NBD_REP_ERR_EXT_HEADER_REQD
+   * (a static string), or NULL. */
+  const char *ext_hint;
 } NbdcHandshake;
 
 /* One option reply: header fields and the (capped) payload, NUL-terminated
@@ -71,6 +74,12 @@ gboolean nbdc_opt_starttls (NbdcHandshake *h, const NbdcOptions *opts,
                             GError **error);
 gboolean nbdc_opt_structured_reply (NbdcHandshake *h, NbdExport *exp,
                                     GError **error);
+/* The reply mode (opt-extended-headers.c): NBD_OPT_EXTENDED_HEADERS
+ * unless opts->no_structured or opts->no_extended, then, if that was
+ * refused, NBD_OPT_STRUCTURED_REPLY unless opts->no_structured. Sets
+ * exp->extended / exp->structured. */
+gboolean nbdc_opt_reply_mode (NbdcHandshake *h, const NbdcOptions *opts,
+                              NbdExport *exp, GError **error);
 gboolean nbdc_opt_set_meta_context (NbdcHandshake *h, const char *export,
                                     NbdExport *exp, GError **error);
 /* Fills names (char*) with every context the export offers. */

@@ -126,9 +126,10 @@ query_info (const NbdcOptions *opts, NbdExport *exp, GPtrArray **contexts,
     break;
 
   case NBDC_STYLE_FIXED_NEWSTYLE: {
-    /* Structured replies first: LIST_META_CONTEXT "SHOULD NOT be
-     * requested unless structured replies have been negotiated". */
-    if (!opts->no_structured && !nbdc_opt_structured_reply (&h, exp, error))
+    /* The reply mode first: LIST_META_CONTEXT "SHOULD NOT be requested
+     * unless structured replies or extended headers have been
+     * negotiated". */
+    if (!nbdc_opt_reply_mode (&h, opts, exp, error))
       goto fail;
     int r = nbdc_opt_go (&h, NBD_OPT_INFO, export, exp, error);
     if (r < 0) {
@@ -150,6 +151,14 @@ query_info (const NbdcOptions *opts, NbdExport *exp, GPtrArray **contexts,
     r = nbdc_opt_go (&h, NBD_OPT_GO, export, exp, error);
     if (r < 0)
       goto fail;
+    if (r == 0 && exp->extended) {
+      /* Never NBD_OPT_EXPORT_NAME after extended headers (see
+       * negotiate.c). */
+      g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_PROTOCOL,
+                   "the server acked extended headers, then said it does "
+                   "not support NBD_OPT_GO");
+      goto fail;
+    }
     if (r == 0 && !nbdc_opt_export_name (&h, export, exp, error))
       goto fail;
     if (exp->size != info_size)

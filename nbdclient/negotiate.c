@@ -1,7 +1,7 @@
 /* nbdfs — the handshake (nbd-proto.md "Handshake"): magic, handshake
  * flags, client flags, then either the oldstyle export or option haggling
- * (STARTTLS -> STRUCTURED_REPLY -> SET_META_CONTEXT -> GO, falling back to
- * EXPORT_NAME). One blocking negotiator for FUSE and kernel mode. */
+ * (STARTTLS -> EXTENDED_HEADERS or STRUCTURED_REPLY -> SET_META_CONTEXT ->
+ * GO, falling back to EXPORT_NAME unless extended headers were acked). One blocking negotiator for FUSE and kernel mode. */
 #include <string.h>
 #include <unistd.h>
 
@@ -255,7 +255,7 @@ negotiate (int fd, const NbdcOptions *opts, NbdExport *exp,
       goto fail;
     break;
   case NBDC_STYLE_FIXED_NEWSTYLE: {
-    if (!opts->no_structured && !nbdc_opt_structured_reply (&h, exp, error))
+    if (!nbdc_opt_reply_mode (&h, opts, exp, error))
       goto fail;
     if (exp->structured && !opts->no_meta
         && !nbdc_opt_set_meta_context (&h, export, exp, error))
@@ -264,6 +264,15 @@ negotiate (int fd, const NbdcOptions *opts, NbdExport *exp,
     if (r < 0) {
       if (g_error_matches (*error, NBDFS_ERROR, NBDFS_ERROR_NO_SUCH_EXPORT))
         nbdc_append_export_list (&h, error);
+      goto fail;
+    }
+    if (r == 0 && exp->extended) {
+      /* "if the server has acknowledged a client's request for
+       * NBD_OPT_EXTENDED_HEADERS, the server MUST NOT fail NBD_OPT_GO with
+       * NBD_REP_ERR_UNSUP"; and we "MUST NOT use NBD_OPT_EXPORT_NAME". */
+      g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_PROTOCOL,
+                   "the server acked extended headers, then said it does "
+                   "not support NBD_OPT_GO");
       goto fail;
     }
     if (r == 0) {
@@ -280,10 +289,10 @@ negotiate (int fd, const NbdcOptions *opts, NbdExport *exp,
     goto fail;
   exp->tls = h.tls;
   g_debug ("transmission phase: size %" G_GUINT64_FORMAT ", flags 0x%x, "
-           "block sizes %u/%u/%u%s, structured replies %s, base:allocation %s",
+           "block sizes %u/%u/%u%s, %s, base:allocation %s",
            (guint64) exp->size, exp->eflags, exp->min_block, exp->pref_block,
            exp->max_block, exp->block_size_from_server ? " (server)" : "",
-           exp->structured ? "yes" : "no",
+           nbdc_reply_mode_name (exp),
            exp->base_allocation ? "yes" : "no");
   return h.t;
 

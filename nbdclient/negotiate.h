@@ -1,7 +1,8 @@
 /* nbdfs — the handshake: one blocking negotiator for both consumers.
  *
  * magic -> handshake flags -> client flags -> (STARTTLS) ->
- * STRUCTURED_REPLY -> SET_META_CONTEXT base:allocation ->
+ * EXTENDED_HEADERS (else STRUCTURED_REPLY) -> SET_META_CONTEXT
+ * base:allocation ->
  * OPT_GO {EXPORT, NAME, DESCRIPTION, BLOCK_SIZE} (fallback EXPORT_NAME on
  * ERR_UNSUP); oldstyle and plain newstyle too. See nbd-proto.md
  * "Handshake" and "Option types". Knows nothing of FUSE or /dev/nbd.
@@ -27,7 +28,10 @@ typedef struct {
   NbdcTlsMode tls;            /* resolved: OFF, ALLOW or REQUIRE (DEFAULT is
                                  taken from addr.tls) */
   NbdcTlsConfig tls_config;
-  gboolean no_structured;     /* kernel mode: simple replies only */
+  gboolean no_structured;     /* kernel mode: simple replies only (and so
+                                 no extended headers either) */
+  gboolean no_extended;       /* never ask for extended headers
+                                 (--no-extended-headers) */
   gboolean no_meta;           /* do not ask for base:allocation */
   unsigned handshake_timeout; /* seconds for connect + handshake; 0 = 30 */
 } NbdcOptions;
@@ -49,7 +53,12 @@ typedef struct {
   gboolean block_size_from_server;
   NbdcStyle style;
   gboolean no_zeroes;         /* NBD_FLAG_NO_ZEROES was used */
-  gboolean structured;        /* NBD_OPT_STRUCTURED_REPLY acked */
+  /* NBD_OPT_STRUCTURED_REPLY acked, or extended headers: chunked replies
+   * (holes, error text, block status) either way. */
+  gboolean structured;
+  /* NBD_OPT_EXTENDED_HEADERS acked (spec branch extension-ext-header):
+   * 32-byte requests and replies, 64-bit effect lengths. */
+  gboolean extended;
   gboolean base_allocation;   /* base:allocation context negotiated */
   uint32_t base_allocation_id;
   gboolean used_export_name;  /* fell back to NBD_OPT_EXPORT_NAME */
@@ -60,6 +69,8 @@ typedef struct {
 } NbdExport;
 
 void nbdc_export_clear (NbdExport *exp);
+/* "extended headers", "structured replies" or "simple replies". */
+const char *nbdc_reply_mode_name (const NbdExport *exp);
 void nbdc_export_copy (NbdExport *dst, const NbdExport *src);
 
 /* Negotiates on a connected fd (which it takes over). Returns the transport

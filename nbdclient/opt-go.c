@@ -181,8 +181,16 @@ nbdc_opt_go (NbdcHandshake *h, uint32_t opt, const char *export,
       nbdc_reply_clear (&r);
       return 0;
     }
-    if (r.type & NBD_REP_FLAG_ERROR)
+    if (r.type & NBD_REP_FLAG_ERROR) {
       nbdc_set_reply_error (error, &r, export);
+      if (r.type == NBD_REP_ERR_EXT_HEADER_REQD && h->ext_hint && *error) {
+        /* Say why we did without them (kernel mode, the option, or the
+         * server's own refusal). */
+        char *old = (*error)->message;
+        (*error)->message = g_strdup_printf ("%s (%s)", old, h->ext_hint);
+        g_free (old);
+      }
+    }
     else
       nbdc_set_unexpected_reply (error, &r);
     nbdc_reply_clear (&r);

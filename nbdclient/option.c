@@ -147,8 +147,9 @@ nbdc_set_reply_error (GError **error, const NbdcReply *r, const char *export)
     break;
   case NBD_REP_ERR_EXT_HEADER_REQD:
     code = NBDFS_ERROR_UNSUPPORTED;
-    msg = g_strdup ("the server requires extended headers, which nbdfs "
-                    "does not support");
+    msg = g_strdup ("the server requires extended headers "
+                    "(NBD_OPT_EXTENDED_HEADERS), which this connection does "
+                    "not use");
     break;
   default:
     msg = g_strdup_printf ("the server failed option %u (%s) with unknown "

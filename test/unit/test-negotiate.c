@@ -186,11 +186,21 @@ server_entry (Peer *p, const char *name, const char *desc)
   reply (p, NBD_OPT_LIST, NBD_REP_SERVER, b->data, b->len);
 }
 
+/* A server without extended headers (nbdkit 1.32, qemu 7.2): the option
+ * we try first is refused, so structured replies come next. */
+static void
+no_ext (Peer *p)
+{
+  expect_option (p, NBD_OPT_EXTENDED_HEADERS);
+  reply (p, NBD_OPT_EXTENDED_HEADERS, NBD_REP_ERR_UNSUP, NULL, 0);
+}
+
 /* The usual prelude after fixed newstyle: structured replies acked and
  * base:allocation selected with id 7. */
 static void
 sr_and_meta (Peer *p)
 {
+  no_ext (p);
   expect_option (p, NBD_OPT_STRUCTURED_REPLY);
   reply (p, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, NULL, 0);
   expect_option (p, NBD_OPT_SET_META_CONTEXT);
@@ -503,6 +513,7 @@ test_newstyle_no_zeroes_export_closed (void)
    * server hangs up (unknown export) -> a message naming the export. */
   Peer *p = peer_new ();
   newstyle (p, NBD_FLAG_FIXED_NEWSTYLE, NBD_FLAG_C_FIXED_NEWSTYLE);
+  no_ext (p);
   expect_option (p, NBD_OPT_STRUCTURED_REPLY);
   reply (p, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ERR_UNSUP, NULL, 0);
   expect_option (p, NBD_OPT_GO);
@@ -557,6 +568,7 @@ test_go_request_bytes (void)
   /* The GO request carries the name and our four info requests. */
   Peer *p = peer_new ();
   fixed (p);
+  no_ext (p);
   expect_option (p, NBD_OPT_STRUCTURED_REPLY);
   reply (p, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ERR_UNSUP, NULL, 0);
   g_autoptr (GByteArray) b = g_byte_array_new ();
@@ -701,6 +713,7 @@ test_short_read (void)
   /* Peer closes in the middle of an option reply header. */
   Peer *p = peer_new ();
   fixed (p);
+  no_ext (p);
   expect_option (p, NBD_OPT_STRUCTURED_REPLY);
   g_autoptr (GByteArray) b = g_byte_array_new ();
   put_be64 (b, NBD_OPT_REPLY_MAGIC);
@@ -757,6 +770,7 @@ test_bad_magic (void)
   /* Bad option reply magic. */
   p = peer_new ();
   fixed (p);
+  no_ext (p);
   expect_option (p, NBD_OPT_STRUCTURED_REPLY);
   reply_full (p, 0xdeadbeef, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, 0,
               NULL, 0);
@@ -798,6 +812,7 @@ test_oversized_reply (void)
   /* A meta context name longer than NBD_MAX_STRING. */
   p = peer_new ();
   fixed (p);
+  no_ext (p);
   expect_option (p, NBD_OPT_STRUCTURED_REPLY);
   reply (p, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, NULL, 0);
   expect_option (p, NBD_OPT_SET_META_CONTEXT);
@@ -960,6 +975,7 @@ test_meta_context_refused (void)
    * sent before the error are disregarded. */
   Peer *p = peer_new ();
   fixed (p);
+  no_ext (p);
   expect_option (p, NBD_OPT_STRUCTURED_REPLY);
   reply (p, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, NULL, 0);
   expect_option (p, NBD_OPT_SET_META_CONTEXT);
@@ -1050,6 +1066,7 @@ test_timeout (void)
   /* Silent in the middle of option haggling, too. */
   p = peer_new ();
   fixed (p);
+  no_ext (p);
   expect_option (p, NBD_OPT_STRUCTURED_REPLY);
   peer_op (p, OP_WAIT_EOF, 0, NULL, 0);
   opts.addr.export_name = g_strdup ("");
@@ -1105,6 +1122,7 @@ test_query_info_fallback (void)
   char *path = sock_path ();
   Peer *p = peer_new ();
   fixed (p);
+  no_ext (p);
   expect_option (p, NBD_OPT_STRUCTURED_REPLY);
   reply (p, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, NULL, 0);
   expect_option (p, NBD_OPT_INFO);
@@ -1152,6 +1170,7 @@ test_query_info_unknown (void)
   char *path = sock_path ();
   Peer *p = peer_new ();
   fixed (p);
+  no_ext (p);
   expect_option (p, NBD_OPT_STRUCTURED_REPLY);
   reply (p, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, NULL, 0);
   expect_option (p, NBD_OPT_INFO);
@@ -1234,11 +1253,173 @@ test_list_exports (void)
   remove_sock (path);
 }
 
+/* ---- extended headers (spec branch extension-ext-header) ---- */
+
+static void
+test_ext_acked (void)
+{
+  /* Acked: no NBD_OPT_STRUCTURED_REPLY after it ("takes precedence"),
+   * straight to the meta context and GO. */
+  Peer *p = peer_new ();
+  fixed (p);
+  peer_op (p, OP_OPTION, NBD_OPT_EXTENDED_HEADERS, "", 0);
+  reply (p, NBD_OPT_EXTENDED_HEADERS, NBD_REP_ACK, NULL, 0);
+  expect_option (p, NBD_OPT_SET_META_CONTEXT);
+  meta_context (p, NBD_OPT_SET_META_CONTEXT, 9, "base:allocation");
+  reply (p, NBD_OPT_SET_META_CONTEXT, NBD_REP_ACK, NULL, 0);
+  expect_option (p, NBD_OPT_GO);
+  info_export (p, NBD_OPT_GO, 1 << 20, NBD_FLAG_HAS_FLAGS);
+  reply (p, NBD_OPT_GO, NBD_REP_ACK, NULL, 0);
+  Result r;
+  run (p, &r, "", 0, FALSE);
+  g_assert_true (r.ok);
+  g_assert_true (r.exp.extended);
+  g_assert_true (r.exp.structured);
+  g_assert_true (r.exp.base_allocation);
+  g_assert_cmpuint (r.exp.base_allocation_id, ==, 9);
+  g_assert_cmpstr (nbdc_reply_mode_name (&r.exp), ==, "extended headers");
+  result_clear (&r);
+}
+
+static void
+test_ext_refused_fallback (void)
+{
+  /* Any refusal: structured replies instead. */
+  Peer *p = peer_new ();
+  fixed (p);
+  expect_option (p, NBD_OPT_EXTENDED_HEADERS);
+  reply_str (p, NBD_OPT_EXTENDED_HEADERS, NBD_REP_ERR_POLICY, "not today");
+  expect_option (p, NBD_OPT_STRUCTURED_REPLY);
+  reply (p, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, NULL, 0);
+  expect_option (p, NBD_OPT_SET_META_CONTEXT);
+  meta_context (p, NBD_OPT_SET_META_CONTEXT, 7, "base:allocation");
+  reply (p, NBD_OPT_SET_META_CONTEXT, NBD_REP_ACK, NULL, 0);
+  expect_option (p, NBD_OPT_GO);
+  info_export (p, NBD_OPT_GO, 1 << 20, NBD_FLAG_HAS_FLAGS);
+  reply (p, NBD_OPT_GO, NBD_REP_ACK, NULL, 0);
+  Result r;
+  run (p, &r, "", 0, FALSE);
+  g_assert_true (r.ok);
+  g_assert_false (r.exp.extended);
+  g_assert_true (r.exp.structured);
+  g_assert_cmpstr (nbdc_reply_mode_name (&r.exp), ==, "structured replies");
+  result_clear (&r);
+}
+
+static void
+test_ext_go_unsup_no_export_name (void)
+{
+  /* After extended headers were acked the server "MUST NOT fail
+   * NBD_OPT_GO with NBD_REP_ERR_UNSUP" and we "MUST NOT use
+   * NBD_OPT_EXPORT_NAME": a protocol error, and nothing more is sent
+   * (the script ends; an EXPORT_NAME would fail it). */
+  Peer *p = peer_new ();
+  fixed (p);
+  expect_option (p, NBD_OPT_EXTENDED_HEADERS);
+  reply (p, NBD_OPT_EXTENDED_HEADERS, NBD_REP_ACK, NULL, 0);
+  expect_option (p, NBD_OPT_SET_META_CONTEXT);
+  reply (p, NBD_OPT_SET_META_CONTEXT, NBD_REP_ACK, NULL, 0);
+  expect_option (p, NBD_OPT_GO);
+  reply (p, NBD_OPT_GO, NBD_REP_ERR_UNSUP, NULL, 0);
+  peer_op (p, OP_WAIT_EOF, 0, NULL, 0);
+  Result r;
+  run (p, &r, "", 0, FALSE);
+  assert_error (&r, NBDFS_ERROR_PROTOCOL, "acked extended headers");
+  result_clear (&r);
+}
+
+static void
+test_ext_ack_with_data (void)
+{
+  Peer *p = peer_new ();
+  fixed (p);
+  expect_option (p, NBD_OPT_EXTENDED_HEADERS);
+  reply (p, NBD_OPT_EXTENDED_HEADERS, NBD_REP_ACK, "xy", 2);
+  Result r;
+  run (p, &r, "", 0, TRUE);
+  assert_error (&r, NBDFS_ERROR_PROTOCOL, "ack to extended headers");
+  result_clear (&r);
+}
+
+static void
+test_ext_required (void)
+{
+  /* --no-extended-headers against a server that requires them: the
+   * option is never sent, and NBD_REP_ERR_EXT_HEADER_REQD says what to
+   * do. The same with the server refusing the option it then requires. */
+  for (int variant = 0; variant < 2; variant++) {
+    Peer *p = peer_new ();
+    fixed (p);
+    if (variant == 1)
+      no_ext (p);
+    expect_option (p, NBD_OPT_STRUCTURED_REPLY);
+    reply (p, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ERR_UNSUP, NULL, 0);
+    expect_option (p, NBD_OPT_GO);
+    reply (p, NBD_OPT_GO, NBD_REP_ERR_EXT_HEADER_REQD, NULL, 0);
+    expect_option (p, NBD_OPT_ABORT);
+    Result r;
+    memset (&r, 0, sizeof r);
+    r.opts.addr.export_name = g_strdup ("");
+    r.opts.addr.socket_path = g_strdup ("/scripted");
+    r.opts.tls = NBDC_TLS_OFF;
+    r.opts.no_extended = variant == 0;
+    int fd = peer_start (p);
+    NbdTransport *t = nbdc_negotiate (fd, &r.opts, &r.exp,
+                                      g_get_monotonic_time ()
+                                      + 5 * G_USEC_PER_SEC, &r.error);
+    g_assert_null (t);
+    g_test_message ("error: %s", r.error->message);
+    peer_finish (p, TRUE);
+    assert_error (&r, NBDFS_ERROR_UNSUPPORTED, "requires extended headers");
+    assert_error (&r, NBDFS_ERROR_UNSUPPORTED,
+                  variant == 0 ? "--no-extended-headers"
+                  : "refused NBD_OPT_EXTENDED_HEADERS");
+    result_clear (&r);
+  }
+}
+
+static void
+test_ext_kernel_never (void)
+{
+  /* Kernel mode (no_structured): neither option is sent, GO comes
+   * first. */
+  Peer *p = peer_new ();
+  fixed (p);
+  expect_option (p, NBD_OPT_GO);
+  reply (p, NBD_OPT_GO, NBD_REP_ERR_EXT_HEADER_REQD, NULL, 0);
+  expect_option (p, NBD_OPT_ABORT);
+  Result r;
+  memset (&r, 0, sizeof r);
+  r.opts.addr.export_name = g_strdup ("");
+  r.opts.addr.socket_path = g_strdup ("/scripted");
+  r.opts.tls = NBDC_TLS_OFF;
+  r.opts.no_structured = TRUE;
+  r.opts.no_meta = TRUE;
+  int fd = peer_start (p);
+  NbdTransport *t = nbdc_negotiate (fd, &r.opts, &r.exp,
+                                    g_get_monotonic_time ()
+                                    + 5 * G_USEC_PER_SEC, &r.error);
+  g_assert_null (t);
+  peer_finish (p, TRUE);
+  assert_error (&r, NBDFS_ERROR_UNSUPPORTED, "kernel's nbd driver");
+  result_clear (&r);
+}
+
 int
 main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/nbdclient/negotiate/oldstyle", test_oldstyle);
+  g_test_add_func ("/nbdclient/negotiate/ext-acked", test_ext_acked);
+  g_test_add_func ("/nbdclient/negotiate/ext-refused-fallback",
+                   test_ext_refused_fallback);
+  g_test_add_func ("/nbdclient/negotiate/ext-go-unsup",
+                   test_ext_go_unsup_no_export_name);
+  g_test_add_func ("/nbdclient/negotiate/ext-ack-with-data",
+                   test_ext_ack_with_data);
+  g_test_add_func ("/nbdclient/negotiate/ext-required", test_ext_required);
+  g_test_add_func ("/nbdclient/negotiate/ext-kernel-never",
+                   test_ext_kernel_never);
   g_test_add_func ("/nbdclient/negotiate/oldstyle-tls-required",
                    test_oldstyle_tls_required);
   g_test_add_func ("/nbdclient/negotiate/newstyle", test_newstyle);
