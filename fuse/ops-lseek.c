@@ -18,8 +18,6 @@
 #include "fuse/fs.h"
 #include "nbdclient/protocol.h"
 
-#define STATUS_CHUNK (UINT64_C (1) << 30)
-
 typedef struct {
   fuse_req_t req;
   NbdfsFile *file;
@@ -59,7 +57,10 @@ seek_job (NbdfsFs *fs, void *data)
   int err = 0;
 
   while (pos < f->exp.size && !s.found) {
-    uint64_t len = MIN (f->exp.size - pos, STATUS_CHUNK);
+    /* Ask about the whole rest: the pool caps it at what one request
+     * can carry (1 GiB with compact headers, all of it with extended
+     * ones) and the server may answer for less anyway. */
+    uint64_t len = f->exp.size - pos;
     s.next = pos;
     err = nbdfs_block_status_sync (f, pos, len, seek_extent, &s);
     if (err == ENOTSUP) {

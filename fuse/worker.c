@@ -120,9 +120,6 @@ nbdfs_block_status_sync (NbdfsFile *f, uint64_t offset, uint64_t length,
 
 /* ---- st_blocks from base:allocation ---- */
 
-/* One query covers at most this much: the length field is 32 bits
- * (nbd-proto.md "NBD_CMD_BLOCK_STATUS"). */
-#define STATUS_CHUNK (UINT64_C (1) << 30)
 /* Scans at most this often per file. */
 #define SCAN_INTERVAL_US (5 * G_USEC_PER_SEC)
 
@@ -151,7 +148,8 @@ scan_job (NbdfsFs *fs, void *data)
   NbdfsFile *f = s->file;
 
   if (s->pos < f->exp.size) {
-    uint64_t len = MIN (f->exp.size - s->pos, STATUS_CHUNK);
+    /* The pool caps one query at what its header can carry. */
+    uint64_t len = f->exp.size - s->pos;
     s->next = s->pos;
     int err = nbdfs_block_status_sync (f, s->pos, len, scan_extent, s);
     if (err || s->next <= s->pos) {

@@ -20,8 +20,9 @@
 #include "nbdclient/pool-internal.h"
 #include "nbdclient/protocol.h"
 
-/* Effect length cap for commands without payload (zero, trim): the spec
- * lets us exceed the max payload there, but keeps it a 32-bit field. */
+/* Effect length cap for commands without payload (zero, trim, block
+ * status): the spec lets us exceed the max payload there, but the compact
+ * header keeps it a 32-bit field. */
 #define MAX_EFFECT (1u << 30)
 
 /* The largest minimum block size the spec allows (2^16). */
@@ -52,9 +53,24 @@ range_ok (NbdPool *pool, size_t count, uint64_t offset)
   return offset <= pool->exp.size && count <= pool->exp.size - offset;
 }
 
+/* The largest effect length, a multiple of bs, for one command without
+ * payload. With extended headers the length field has 64 bits ("only when
+ * length is used as an effect length will it utilize a full 64-bit
+ * value"): a whole-disk trim, punch or status query is one request. A
+ * zero with NO_HOLE stays in 1 GiB pieces: the server really writes
+ * those bytes, and one reply to a multi-terabyte write would come long
+ * after the request timeout (which counts time without any reply). */
+static uint64_t
+effect_cap (NbdPool *pool, uint16_t flags, uint32_t bs)
+{
+  if (pool->extended && !(flags & NBD_CMD_FLAG_NO_HOLE))
+    return INT64_MAX - INT64_MAX % bs;
+  return MAX_EFFECT - MAX_EFFECT % bs;
+}
+
 static void
 send_part (NbdcParent *p, uint16_t type, uint16_t flags, uint64_t offset,
-           uint32_t count, void *buf)
+           uint64_t count, void *buf)
 {
   pool_parent_add (p);
   NbdcCmd cmd = {
@@ -67,10 +83,10 @@ send_part (NbdcParent *p, uint16_t type, uint16_t flags, uint64_t offset,
 /* Splits [offset, offset+count) into commands of at most max bytes. */
 static void
 send_split (NbdcParent *p, uint16_t type, uint16_t flags, uint64_t offset,
-            uint64_t count, char *buf, uint32_t max)
+            uint64_t count, char *buf, uint64_t max)
 {
   while (count > 0) {
-    uint32_t n = MIN (count, (uint64_t) max);
+    uint64_t n = MIN (count, max);
     send_part (p, type, flags, offset, n, buf);
     offset += n;
     count -= n;
@@ -352,7 +368,7 @@ nbdc_pool_zero (NbdPool *pool, size_t count, uint64_t offset,
                     (const char *) zero_block, offset % bs, a - offset);
       if (a < b)
         send_split (p, NBD_CMD_WRITE_ZEROES, f, a, b - a, NULL,
-                    MAX_EFFECT - MAX_EFFECT % bs);
+                    effect_cap (pool, f, bs));
       if (end > b)
         rmw_submit (p, b / bs, bs, f & NBD_CMD_FLAG_FUA,
                     (const char *) zero_block, 0, end - b);
@@ -393,8 +409,7 @@ nbdc_pool_trim (NbdPool *pool, size_t count, uint64_t offset,
   }
   NbdcParent *p = pool_parent_new (pool, done, opaque);
   uint16_t f = fua_flags (pool, p, flags);
-  send_split (p, NBD_CMD_TRIM, f, a, b - a, NULL,
-              MAX_EFFECT - MAX_EFFECT % bs);
+  send_split (p, NBD_CMD_TRIM, f, a, b - a, NULL, effect_cap (pool, 0, bs));
   pool_parent_release (p);
 }
 
@@ -462,7 +477,7 @@ nbdc_pool_block_status (NbdPool *pool, size_t count, uint64_t offset,
   uint64_t b = round_up (offset + count, bs);
   /* One command; the server may answer for less than asked anyway, so
    * callers loop from the end of the last extent. */
-  uint64_t cap = MAX_EFFECT - MAX_EFFECT % bs;
+  uint64_t cap = effect_cap (pool, 0, bs);
   if (b - a > cap)
     b = a + cap;
   NbdcParent *p = pool_parent_new (pool, done, opaque);

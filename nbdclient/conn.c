@@ -1,6 +1,8 @@
 /* nbdfs — one connection in transmission phase: the in-flight table, the
  * sender thread and the reply reader (nbd-proto.md "Transmission",
- * "Structured reply chunk message", "Structured reply types").
+ * "Structured reply chunk message", "Structured reply types"; extended
+ * headers: doc/proto.md on the spec's extension-ext-header branch,
+ * "Request message", "Extended reply chunk message").
  *
  * Threads and ownership (why there is a sender thread at all): a done()
  * callback runs on the reader and may submit more work (read-modify-write
@@ -31,6 +33,7 @@
  * than any advertised maximum payload"; "Servers SHOULD NOT send more than
  * 2^20 extents in a single reply chunk"). */
 #define MAX_STATUS_CHUNK  (4 + 8u * (1u << 20))
+#define MAX_STATUS_EXT_CHUNK (8 + 16u * (1u << 20))
 #define MAX_ERROR_CHUNK   (14 + NBD_MAX_ERROR_MESSAGE + 64)
 #define MAX_UNKNOWN_ERROR (64 * 1024)
 /* Non-read replies get this many chunks before we call the reply endless. */
@@ -70,6 +73,7 @@ struct NbdConn {
   NbdTransport *t;
   char *name;
   gboolean structured;
+  gboolean extended;          /* 32-byte headers both ways */
   gboolean base_allocation;
   uint32_t base_allocation_id;
   unsigned depth;
@@ -380,7 +384,7 @@ conn_complete (NbdConn *c, NbdcReq *req, int err)
   }
   if (c->debug)
     g_debug ("%s: cookie 0x%" G_GINT64_MODIFIER "x: %s offset %"
-             G_GUINT64_FORMAT " count %" G_GUINT32_FORMAT " -> %s",
+             G_GUINT64_FORMAT " count %" G_GUINT64_FORMAT " -> %s",
              c->name, cookie_of (&c->slots[req->slot], req->slot),
              nbdc_cmd_name (req->cmd.type), req->cmd.offset, req->cmd.count,
              err ? g_strerror (err) : "ok");
@@ -548,6 +552,10 @@ conn_chunk_status (NbdConn *c, Death *d, NbdcReq *req, uint32_t length)
   if (req->cmd.type != NBD_CMD_BLOCK_STATUS)
     return violation (d, "block status chunk in reply to %s",
                       nbdc_cmd_name (req->cmd.type));
+  if (c->extended)
+    /* "only NBD_REPLY_TYPE_BLOCK_STATUS_EXT for extended headers" */
+    return violation (d, "32-bit block status chunk although extended "
+                      "headers were negotiated");
   if (length < 12 || (length - 4) % 8 != 0 || length > MAX_STATUS_CHUNK)
     return violation (d, "block status chunk of length %" G_GUINT32_FORMAT,
                       length);
@@ -578,10 +586,69 @@ conn_chunk_status (NbdConn *c, Death *d, NbdcReq *req, uint32_t length)
        * MUST be less than the requested length" */
       if (pos >= end)
         return violation (d, "block status extents go past the requested "
-                          "length %" G_GUINT32_FORMAT, req->cmd.count);
+                          "length %" G_GUINT64_FORMAT, req->cmd.count);
       uint64_t clipped = MIN ((uint64_t) len, end - pos);
       if (req->cmd.extent)
         req->cmd.extent (req->cmd.opaque, pos, clipped, flags);
+      pos += clipped;
+    }
+    n -= k;
+  }
+  return TRUE;
+}
+
+/* NBD_REPLY_TYPE_BLOCK_STATUS_EXT: "length MUST be 8 + (a positive
+ * multiple of 16)", descriptor count "MUST correspond", 64-bit extent
+ * lengths, and for base:allocation "the most-significant 32 bits of
+ * status MUST be all zeroes". Otherwise the rules of the 32-bit chunk. */
+static gboolean
+conn_chunk_status_ext (NbdConn *c, Death *d, NbdcReq *req, uint32_t length)
+{
+  if (req->cmd.type != NBD_CMD_BLOCK_STATUS)
+    return violation (d, "extended block status chunk in reply to %s",
+                      nbdc_cmd_name (req->cmd.type));
+  if (!c->extended)
+    return violation (d, "extended block status chunk although extended "
+                      "headers were not negotiated");
+  if (length < 24 || (length - 8) % 16 != 0 || length > MAX_STATUS_EXT_CHUNK)
+    return violation (d, "extended block status chunk of length %"
+                      G_GUINT32_FORMAT, length);
+  struct nbd_structured_reply_block_status_ext_hdr bh;
+  RECV (c, d, &bh, sizeof bh, FALSE, "reading extended block status chunk");
+  uint32_t id = GUINT32_FROM_BE (bh.context_id);
+  uint32_t n = GUINT32_FROM_BE (bh.count);
+  if (n != (length - 8) / 16)
+    return violation (d, "extended block status chunk of length %"
+                      G_GUINT32_FORMAT " says it holds %" G_GUINT32_FORMAT
+                      " extents", length, n);
+  if (!c->base_allocation || id != c->base_allocation_id)
+    return violation (d, "block status for metadata context %"
+                      G_GUINT32_FORMAT ", which we did not negotiate", id);
+  if (req->got_status)
+    return violation (d, "second block status chunk for one context");
+  req->got_status = TRUE;
+  if ((req->cmd.flags & NBD_CMD_FLAG_REQ_ONE) && n != 1)
+    return violation (d, "%" G_GUINT32_FORMAT " extents although we asked "
+                      "for one (NBD_CMD_FLAG_REQ_ONE)", n);
+  uint64_t pos = req->cmd.offset, end = req->cmd.offset + req->cmd.count;
+  struct nbd_block_descriptor_ext batch[128];
+  while (n > 0) {
+    uint32_t k = MIN (n, G_N_ELEMENTS (batch));
+    RECV (c, d, batch, k * sizeof batch[0], FALSE, "reading extents");
+    for (uint32_t i = 0; i < k; i++) {
+      uint64_t len = GUINT64_FROM_BE (batch[i].length);
+      uint64_t flags = GUINT64_FROM_BE (batch[i].status_flags);
+      if (len == 0)
+        return violation (d, "block status extent of length 0");
+      if (flags >> 32)
+        return violation (d, "base:allocation status 0x%" G_GINT64_MODIFIER
+                          "x has high bits set", flags);
+      if (pos >= end)
+        return violation (d, "block status extents go past the requested "
+                          "length %" G_GUINT64_FORMAT, req->cmd.count);
+      uint64_t clipped = MIN (len, end - pos);
+      if (req->cmd.extent)
+        req->cmd.extent (req->cmd.opaque, pos, clipped, (uint32_t) flags);
       pos += clipped;
     }
     n -= k;
@@ -627,7 +694,7 @@ conn_chunk_error (NbdConn *c, Death *d, NbdcReq *req, uint16_t type,
     if (off < req->cmd.offset || off - req->cmd.offset >= req->cmd.count)
       return violation (d, "error offset %" G_GUINT64_FORMAT " outside the "
                         "requested range [%" G_GUINT64_FORMAT ", +%"
-                        G_GUINT32_FORMAT ")", off, req->cmd.offset,
+                        G_GUINT64_FORMAT ")", off, req->cmd.offset,
                         req->cmd.count);
   }
   else if (!conn_skip (c, d, rest, "reading error chunk"))
@@ -653,24 +720,13 @@ conn_chunk_error (NbdConn *c, Death *d, NbdcReq *req, uint16_t type,
   return TRUE;
 }
 
+/* One chunk of a structured or extended reply, its header decoded (and,
+ * for an extended one, its offset and length already checked); req is
+ * the request its cookie names. */
 static gboolean
-conn_handle_structured (NbdConn *c, Death *d, const uint8_t *hdr)
+conn_handle_chunk (NbdConn *c, Death *d, NbdcReq *req, uint16_t flags,
+                   uint16_t type, uint64_t cookie, uint32_t length)
 {
-  struct nbd_structured_reply r;
-  memcpy (&r, hdr, sizeof r);
-  uint16_t flags = GUINT16_FROM_BE (r.flags);
-  uint16_t type = GUINT16_FROM_BE (r.type);
-  uint64_t cookie = GUINT64_FROM_BE (r.cookie);
-  uint32_t length = GUINT32_FROM_BE (r.length);
-
-  if (!c->structured)
-    return violation (d, "structured reply although structured replies "
-                      "were not negotiated");
-  NbdcReq *req = conn_lookup (c, cookie);
-  if (!req)
-    return violation (d, "%s chunk with unknown cookie 0x%"
-                      G_GINT64_MODIFIER "x", nbdc_reply_type_name (type),
-                      cookie);
   /* A read's content chunks cannot outnumber its bytes; anything else has
    * few chunks. More than that is a reply that never ends. */
   uint64_t limit = req->cmd.type == NBD_CMD_READ
@@ -703,6 +759,9 @@ conn_handle_structured (NbdConn *c, Death *d, const uint8_t *hdr)
   case NBD_REPLY_TYPE_BLOCK_STATUS:
     ok = conn_chunk_status (c, d, req, length);
     break;
+  case NBD_REPLY_TYPE_BLOCK_STATUS_EXT:
+    ok = conn_chunk_status_ext (c, d, req, length);
+    break;
   default:
     if (NBD_REPLY_TYPE_IS_ERR (type)) {
       ok = conn_chunk_error (c, d, req, type, length);
@@ -721,12 +780,74 @@ conn_handle_structured (NbdConn *c, Death *d, const uint8_t *hdr)
   if (!err && req->cmd.type == NBD_CMD_READ
       && req->covered_bytes != req->cmd.count)
     return violation (d, "read reply ended with %" G_GUINT64_FORMAT " of %"
-                      G_GUINT32_FORMAT " bytes covered",
+                      G_GUINT64_FORMAT " bytes covered",
                       req->covered_bytes, req->cmd.count);
   if (!err && req->cmd.type == NBD_CMD_BLOCK_STATUS && !req->got_status)
     return violation (d, "block status reply without a status chunk");
   conn_complete (c, req, err);
   return TRUE;
+}
+
+static gboolean
+conn_handle_structured (NbdConn *c, Death *d, const uint8_t *hdr)
+{
+  struct nbd_structured_reply r;
+  memcpy (&r, hdr, sizeof r);
+  uint16_t flags = GUINT16_FROM_BE (r.flags);
+  uint16_t type = GUINT16_FROM_BE (r.type);
+  uint64_t cookie = GUINT64_FROM_BE (r.cookie);
+  uint32_t length = GUINT32_FROM_BE (r.length);
+
+  if (!c->structured)
+    return violation (d, "structured reply although structured replies "
+                      "were not negotiated");
+  if (c->extended)
+    /* "all server replies MUST use an extended reply" */
+    return violation (d, "structured reply although extended headers "
+                      "were negotiated");
+  NbdcReq *req = conn_lookup (c, cookie);
+  if (!req)
+    return violation (d, "%s chunk with unknown cookie 0x%"
+                      G_GINT64_MODIFIER "x", nbdc_reply_type_name (type),
+                      cookie);
+  return conn_handle_chunk (c, d, req, flags, type, cookie, length);
+}
+
+/* "Extended reply chunk message": the structured reply's fields plus the
+ * request's offset, with a 64-bit length that "in practice will never
+ * exceed a 32-bit value" (a client "MAY initiate hard disconnect if a
+ * server's reply length is unexpectedly large": we do). The payloads are
+ * the structured ones, checked by the same code. */
+static gboolean
+conn_handle_extended (NbdConn *c, Death *d, const uint8_t *hdr)
+{
+  struct nbd_extended_reply r;
+  memcpy (&r, hdr, sizeof r);
+  uint16_t flags = GUINT16_FROM_BE (r.flags);
+  uint16_t type = GUINT16_FROM_BE (r.type);
+  uint64_t cookie = GUINT64_FROM_BE (r.cookie);
+  uint64_t offset = GUINT64_FROM_BE (r.offset);
+  uint64_t length = GUINT64_FROM_BE (r.length);
+
+  if (!c->extended)
+    return violation (d, "extended reply although extended headers were "
+                      "not negotiated");
+  NbdcReq *req = conn_lookup (c, cookie);
+  if (!req)
+    return violation (d, "%s chunk with unknown cookie 0x%"
+                      G_GINT64_MODIFIER "x", nbdc_reply_type_name (type),
+                      cookie);
+  if (offset != req->cmd.offset)
+    return violation (d, "%s chunk in reply to %s at offset %"
+                      G_GUINT64_FORMAT " names offset %" G_GUINT64_FORMAT
+                      " (it MUST match the request)",
+                      nbdc_reply_type_name (type),
+                      nbdc_cmd_name (req->cmd.type), req->cmd.offset, offset);
+  if (length > UINT32_MAX)
+    return violation (d, "%s chunk of length %" G_GUINT64_FORMAT
+                      " (more than 32 bits)", nbdc_reply_type_name (type),
+                      length);
+  return conn_handle_chunk (c, d, req, flags, type, cookie, (uint32_t) length);
 }
 
 /* Tears the connection down: every request still here completes with EIO
@@ -800,7 +921,7 @@ conn_reader (gpointer data)
   /* Also covers the dead_fn callback and the pool code it runs. */
   no_direct_send++;
   for (;;) {
-    uint8_t hdr[sizeof (struct nbd_structured_reply)];
+    uint8_t hdr[sizeof (struct nbd_extended_reply)];
     int err = 0;
     RecvResult r = conn_recv (c, hdr, 4, TRUE, &err);
     if (r != RECV_OK) {
@@ -811,7 +932,18 @@ conn_reader (gpointer data)
     memcpy (&magic, hdr, 4);
     magic = GUINT32_FROM_BE (magic);
     gboolean ok;
-    if (magic == NBD_SIMPLE_REPLY_MAGIC) {
+    if (magic == NBD_EXTENDED_REPLY_MAGIC) {
+      r = conn_recv (c, hdr + 4, sizeof (struct nbd_extended_reply) - 4,
+                     FALSE, &err);
+      ok = r == RECV_OK ? conn_handle_extended (c, &d, hdr)
+        : lost (c, &d, r, err, "reading a reply header");
+    }
+    else if (magic == NBD_SIMPLE_REPLY_MAGIC && c->extended)
+      /* "If extended headers have been negotiated, a simple reply MUST
+       * NOT be used." */
+      ok = violation (&d, "simple reply although extended headers were "
+                      "negotiated");
+    else if (magic == NBD_SIMPLE_REPLY_MAGIC) {
       r = conn_recv (c, hdr + 4, sizeof (struct nbd_simple_reply) - 4, FALSE,
                      &err);
       ok = r == RECV_OK ? conn_handle_simple (c, &d, hdr)
@@ -859,9 +991,33 @@ conn_sendv_all (NbdConn *c, struct iovec *iov, int n)
   return 0;
 }
 
+/* With extended headers every request is 32 bytes; a WRITE "MUST use the
+ * flag NBD_CMD_FLAG_PAYLOAD_LEN" (its length is the payload), every other
+ * command we send has no payload, so length is its 64-bit effect length.
+ * (Block status's payload form, NBD_FLAG_BLOCK_STATUS_PAYLOAD, only picks
+ * among several contexts: we negotiate one.) */
+static int
+conn_send_extended (NbdConn *c, const NbdcCmd *cmd, uint64_t cookie)
+{
+  gboolean payload = cmd->type == NBD_CMD_WRITE;
+  uint16_t flags = cmd->flags | (payload ? NBD_CMD_FLAG_PAYLOAD_LEN : 0);
+  struct nbd_extended_request h = {
+    .magic = GUINT32_TO_BE (NBD_EXTENDED_REQUEST_MAGIC),
+    .flags = GUINT16_TO_BE (flags),
+    .type = GUINT16_TO_BE (cmd->type),
+    .cookie = GUINT64_TO_BE (cookie),
+    .offset = GUINT64_TO_BE (cmd->offset),
+    .length = GUINT64_TO_BE (cmd->count),
+  };
+  struct iovec iov[2] = { { &h, sizeof h }, { cmd->buf, cmd->count } };
+  return conn_sendv_all (c, iov, payload && cmd->count > 0 ? 2 : 1);
+}
+
 static int
 conn_send_request (NbdConn *c, const NbdcCmd *cmd, uint64_t cookie)
 {
+  if (c->extended)
+    return conn_send_extended (c, cmd, cookie);
   struct nbd_request h = {
     .magic = GUINT32_TO_BE (NBD_REQUEST_MAGIC),
     .flags = GUINT16_TO_BE (cmd->flags),
@@ -885,7 +1041,7 @@ conn_send_locked (NbdConn *c, NbdcReq *req, uint64_t cookie)
 {
   if (c->debug)
     g_debug ("%s: cookie 0x%" G_GINT64_MODIFIER "x: sending %s flags 0x%x "
-             "offset %" G_GUINT64_FORMAT " count %" G_GUINT32_FORMAT,
+             "offset %" G_GUINT64_FORMAT " count %" G_GUINT64_FORMAT,
              c->name, cookie, nbdc_cmd_name (req->cmd.type), req->cmd.flags,
              req->cmd.offset, req->cmd.count);
   int err = conn_send_request (c, &req->cmd, cookie);
@@ -971,6 +1127,7 @@ nbdc_conn_new (NbdTransport *t, const NbdExport *exp,
   c->t = t;
   c->name = g_strdup (cfg->name ? cfg->name : "connection");
   c->structured = exp->structured;
+  c->extended = exp->extended;
   c->base_allocation = exp->base_allocation;
   c->base_allocation_id = exp->base_allocation_id;
   c->depth = cfg->max_in_flight ? cfg->max_in_flight : 64;
@@ -1001,6 +1158,14 @@ nbdc_conn_new (NbdTransport *t, const NbdExport *exp,
 void
 nbdc_conn_submit (NbdConn *c, const NbdcCmd *cmd)
 {
+  if (!c->extended && cmd->count > UINT32_MAX) {
+    /* The pool only sends such lengths over extended headers; never
+     * truncate one into a 32-bit field. */
+    no_direct_send++;
+    cmd->done (cmd->opaque, EINVAL);
+    no_direct_send--;
+    return;
+  }
   NbdcReq *req = g_new0 (NbdcReq, 1);
   req->cmd = *cmd;
   g_mutex_lock (&c->lock);

@@ -4,8 +4,9 @@
  * Submitters never wait: a request goes into the connection's queue and
  * the call returns. A sender thread moves requests from the queue into the
  * in-flight table (bounded depth) and writes each one with a single
- * sendv (header + payload). A reader thread parses simple and structured
- * replies, validates every chunk against the request it answers, and calls
+ * sendv (header + payload). A reader thread parses simple, structured and
+ * extended replies, validates every chunk against the request it answers
+ * (same checks whichever header carried it), and calls
  * done(opaque, err) once per request.
  *
  * Cookies are (generation << 32 | slot): a reply naming a free slot, or a
@@ -31,7 +32,10 @@ typedef struct {
   uint16_t type;              /* NBD_CMD_* */
   uint16_t flags;             /* NBD_CMD_FLAG_* (already filtered) */
   uint64_t offset;
-  uint32_t count;
+  /* READ / WRITE: at most the maximum payload. Others: the effect length,
+   * above 2^32 - 1 only on a connection with extended headers (else
+   * EINVAL: the compact header has 32 bits). */
+  uint64_t count;
   void *buf;                  /* READ: count bytes to fill; WRITE: source */
   NbdcExtentFn extent;        /* BLOCK_STATUS only */
   NbdcDoneFn done;            /* exactly once, 0 or errno */

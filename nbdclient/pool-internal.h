@@ -17,6 +17,8 @@ struct NbdPool {
   NbdcPoolConfig cfg;
   gboolean read_only;
   gboolean base_allocation;   /* negotiated on every connection */
+  gboolean extended;          /* extended headers on every connection:
+                                 64-bit effect lengths (blocksize.c) */
   uint32_t max_payload;       /* multiple of min_block, <= 32 MiB */
   unsigned n;
   NbdConn **conns;            /* read with g_atomic_pointer_get: a

@@ -453,11 +453,14 @@ pool_reconnect_thread (gpointer data)
     GError *error = NULL;
     attempts++;
     NbdTransport *t = nbdc_open (&ropts, &e, &error);
-    if (t && (e.size != pool->exp.size || e.eflags != pool->exp.eflags)) {
+    if (t && (e.size != pool->exp.size || e.eflags != pool->exp.eflags
+              || (pool->extended && !e.extended))) {
       g_warning ("connection %u: the export changed while we were away "
-                 "(size %" G_GUINT64_FORMAT " flags 0x%x, was %"
-                 G_GUINT64_FORMAT " flags 0x%x); giving up", i + 1, e.size,
-                 e.eflags, pool->exp.size, pool->exp.eflags);
+                 "(size %" G_GUINT64_FORMAT " flags 0x%x, %s; was %"
+                 G_GUINT64_FORMAT " flags 0x%x, %s); giving up", i + 1,
+                 e.size, e.eflags, nbdc_reply_mode_name (&e),
+                 pool->exp.size, pool->exp.eflags,
+                 nbdc_reply_mode_name (&pool->exp));
       nbdc_transport_free (t);
       nbdc_export_clear (&e);
       break;
@@ -554,7 +557,9 @@ pool_probe_thread (gpointer data)
       g_error_free (error);
       break;
     }
-    if (e.size != pool->exp.size || e.eflags != pool->exp.eflags) {
+    if (e.size != pool->exp.size || e.eflags != pool->exp.eflags
+        || (pool->extended && !e.extended)) {
+      /* (Requests over 4 GiB need the extended headers we had.) */
       g_debug ("connection %u: probe: the export changed (size %"
                G_GUINT64_FORMAT " flags 0x%x)", i + 1, e.size, e.eflags);
       nbdc_transport_free (t);
@@ -684,6 +689,7 @@ nbdc_pool_open (const NbdcOptions *opts, const NbdcPoolConfig *cfg,
   pool->read_only = cfg->read_only
     || (first.eflags & NBD_FLAG_READ_ONLY) != 0;
   pool->base_allocation = first.base_allocation;
+  pool->extended = first.extended;
   uint32_t min = MAX (first.min_block, 1);
   uint32_t max = MIN (first.max_block ? first.max_block
                       : NBD_DEFAULT_MAX_PAYLOAD, NBD_DEFAULT_MAX_PAYLOAD);
@@ -738,6 +744,8 @@ nbdc_pool_open (const NbdcOptions *opts, const NbdcPoolConfig *cfg,
     }
     if (!e.base_allocation)
       pool->base_allocation = FALSE;
+    if (!e.extended)
+      pool->extended = FALSE;
     /* Each connection keeps its own negotiated context id. */
     pool->conns[i] = pool_conn_new (pool, t, &e, i);
     pool->n = i + 1;

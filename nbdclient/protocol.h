@@ -26,6 +26,12 @@
 #define NBD_REQUEST_MAGIC           UINT32_C(0x25609513)
 #define NBD_SIMPLE_REPLY_MAGIC      UINT32_C(0x67446698)
 #define NBD_STRUCTURED_REPLY_MAGIC  UINT32_C(0x668e33ef)
+/* The EXTENDED_HEADERS extension (doc/proto.md on the spec's
+ * extension-ext-header branch, "Request message", "Extended reply chunk
+ * message"): 32-byte requests and replies once NBD_OPT_EXTENDED_HEADERS
+ * was acked. */
+#define NBD_EXTENDED_REQUEST_MAGIC  UINT32_C(0x21e41c71)
+#define NBD_EXTENDED_REPLY_MAGIC    UINT32_C(0x6e8a278c)
 
 #define NBD_DEFAULT_PORT 10809
 
@@ -208,6 +214,18 @@ struct nbd_request {
   uint32_t count;
 } __attribute__((packed));
 
+/* Transmission request header with extended headers: a 64-bit length,
+ * the payload length if flags has NBD_CMD_FLAG_PAYLOAD_LEN (WRITE), else
+ * the effect length. */
+struct nbd_extended_request {
+  uint32_t magic;            /* NBD_EXTENDED_REQUEST_MAGIC */
+  uint16_t flags;
+  uint16_t type;
+  uint64_t cookie;
+  uint64_t offset;
+  uint64_t length;
+} __attribute__((packed));
+
 struct nbd_simple_reply {
   uint32_t magic;            /* NBD_SIMPLE_REPLY_MAGIC */
   uint32_t error;
@@ -220,6 +238,17 @@ struct nbd_structured_reply {
   uint16_t type;
   uint64_t cookie;
   uint32_t length;
+} __attribute__((packed));
+
+/* Every reply once extended headers are negotiated: offset echoes the
+ * request's ("MUST match the request"); length is the payload length. */
+struct nbd_extended_reply {
+  uint32_t magic;            /* NBD_EXTENDED_REPLY_MAGIC */
+  uint16_t flags;
+  uint16_t type;
+  uint64_t cookie;
+  uint64_t offset;
+  uint64_t length;
 } __attribute__((packed));
 
 struct nbd_structured_reply_offset_data {
@@ -238,6 +267,17 @@ struct nbd_structured_reply_block_status_hdr {
 struct nbd_block_descriptor {
   uint32_t length;
   uint32_t status_flags;
+} __attribute__((packed));
+
+/* NBD_REPLY_TYPE_BLOCK_STATUS_EXT: length == 8 + count * 16. */
+struct nbd_structured_reply_block_status_ext_hdr {
+  uint32_t context_id;
+  uint32_t count;            /* descriptors that follow, nonzero */
+} __attribute__((packed));
+
+struct nbd_block_descriptor_ext {
+  uint64_t length;
+  uint64_t status_flags;
 } __attribute__((packed));
 
 struct nbd_structured_reply_error {
