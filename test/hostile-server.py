@@ -164,7 +164,7 @@ def misbehave(s, sr, scenario, typ, cookie, off, count, prev_cookie):
 
 def main():
     path, scenario = sys.argv[1], sys.argv[2]
-    if scenario not in SCENARIOS:
+    if scenario not in SCENARIOS | EXT_SCENARIOS:
         sys.exit("unknown scenario " + scenario)
     ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     ls.bind(path)
@@ -176,7 +176,7 @@ def main():
         s, _ = ls.accept()
         if scenario != "close-on-read":
             ls.close()
-        serve(s, scenario)
+        (serve_ext if scenario in EXT_SCENARIOS else serve)(s, scenario)
         if scenario != "close-on-read":
             break
 
@@ -218,6 +218,160 @@ def serve(s, scenario):
                         pass
                 except OSError:
                     pass
+                break
+    except (EOFError, OSError):
+        pass
+    s.close()
+
+
+# ---- extended headers (EXTENDED_HEADERS extension, doc/proto.md on the
+# spec's extension-ext-header branch) ----
+# Scenarios "ext-*": the handshake acks NBD_OPT_EXTENDED_HEADERS (except
+# ext-not-negotiated), requests are read as 32-byte extended requests (a
+# WRITE without NBD_CMD_FLAG_PAYLOAD_LEN, or a compact request, ends the
+# session: ext-ok would then fail), replies are extended chunks. The first
+# READ or BLOCK_STATUS gets the scenario's misbehaviour, as above. Kept
+# apart from the compact scenarios so both can change independently.
+
+EXT_REQ = 0x21E41C71
+EXT_REPLY = 0x6E8A278C
+OPT_EXT = 11
+T_BS_EXT = 6
+FLAG_PAYLOAD_LEN = 1 << 5
+
+EXT_SCENARIOS = {
+    "ext-ok", "ext-offset-mismatch", "ext-length-huge",
+    "ext-structured-magic", "ext-simple-magic", "ext-bs-32", "ext-bs-count",
+    "ext-bs-len", "ext-bs-high-status", "ext-bs-zero-extent",
+    "ext-bs-past-end", "ext-not-negotiated", "ext-unknown-cookie",
+    "ext-data-outside", "ext-short-header-eof",
+}
+
+
+def ext_handshake(s, scenario):
+    s.sendall(struct.pack(">QQH", NBDMAGIC, IHAVEOPT, 3))
+    recv_all(s, 4)
+    ext = sr = False
+    while True:
+        magic, opt, ln = struct.unpack(">QII", recv_all(s, 16))
+        recv_all(s, ln)
+        if opt == OPT_EXT and scenario != "ext-not-negotiated":
+            ext = True
+            opt_reply(s, opt, REP_ACK)
+        elif opt == OPT_SR and not ext:
+            sr = True
+            opt_reply(s, opt, REP_ACK)
+        elif opt == OPT_SET_META and (ext or sr):
+            name = b"base:allocation"
+            opt_reply(s, opt, REP_META, struct.pack(">I", CTX_ID) + name)
+            opt_reply(s, opt, REP_ACK)
+        elif opt == OPT_GO:
+            opt_reply(s, opt, REP_INFO, struct.pack(">HQH", 0, SIZE, 1 | 4 | 32 | 64))
+            opt_reply(s, opt, REP_ACK)
+            return ext
+        elif opt == OPT_ABORT:
+            raise EOFError
+        else:
+            opt_reply(s, opt, REP_ERR_UNSUP)
+
+
+def xchunk(s, flags, typ, cookie, off, payload=b"", length=None):
+    if length is None:
+        length = len(payload)
+    s.sendall(struct.pack(">IHHQQQ", EXT_REPLY, flags, typ, cookie, off, length)
+              + payload)
+
+
+def bs_ext(extents):
+    return struct.pack(">II", CTX_ID, len(extents)) + b"".join(
+        struct.pack(">QQ", ln, st) for ln, st in extents)
+
+
+def ext_good(s, typ, cookie, off, count, store):
+    if typ == CMD_READ:
+        xchunk(s, DONE, T_DATA, cookie, off,
+               struct.pack(">Q", off) + bytes(store[off:off + count]))
+    elif typ == CMD_BS:
+        # Two extents, so the 64-bit descriptors are really walked.
+        half = min(count, max(count // 2, 1))
+        ext = [(half, 0)] + ([(count - half, 3)] if count > half else [])
+        xchunk(s, DONE, T_BS_EXT, cookie, off, bs_ext(ext))
+    else:
+        xchunk(s, DONE, T_NONE, cookie, off)
+
+
+def ext_misbehave(s, scenario, typ, cookie, off, count):
+    data = b"\xab" * count
+    if scenario == "ext-offset-mismatch":
+        xchunk(s, DONE, T_DATA, cookie, off + 512, struct.pack(">Q", off) + data)
+    elif scenario == "ext-length-huge":
+        s.sendall(struct.pack(">IHHQQQ", EXT_REPLY, DONE, T_DATA, cookie, off,
+                              1 << 40))
+        return "close"
+    elif scenario == "ext-structured-magic":
+        chunk(s, DONE, T_DATA, cookie, struct.pack(">Q", off) + data)
+    elif scenario == "ext-simple-magic":
+        simple(s, cookie, 0, data)
+    elif scenario == "ext-bs-32":
+        xchunk(s, DONE, T_BS, cookie, off, struct.pack(">III", CTX_ID, count, 0))
+    elif scenario == "ext-bs-count":
+        p = bs_ext([(count, 0)])
+        xchunk(s, DONE, T_BS_EXT, cookie, off, p[:4] + struct.pack(">I", 2) + p[8:])
+    elif scenario == "ext-bs-len":
+        xchunk(s, DONE, T_BS_EXT, cookie, off, bs_ext([(count, 0)]) + b"\0" * 8)
+    elif scenario == "ext-bs-high-status":
+        xchunk(s, DONE, T_BS_EXT, cookie, off, bs_ext([(count, 1 << 33)]))
+    elif scenario == "ext-bs-zero-extent":
+        xchunk(s, DONE, T_BS_EXT, cookie, off, bs_ext([(0, 0)]))
+    elif scenario == "ext-bs-past-end":
+        xchunk(s, DONE, T_BS_EXT, cookie, off, bs_ext([(count, 0), (4096, 0)]))
+    elif scenario == "ext-not-negotiated":
+        xchunk(s, DONE, T_DATA, cookie, off, struct.pack(">Q", off) + data)
+    elif scenario == "ext-unknown-cookie":
+        xchunk(s, DONE, T_DATA, cookie ^ 0x5A5A0000, off,
+               struct.pack(">Q", off) + data)
+    elif scenario == "ext-data-outside":
+        xchunk(s, DONE, T_DATA, cookie, off, struct.pack(">Q", off + 8) + data)
+    elif scenario == "ext-short-header-eof":
+        s.sendall(struct.pack(">IHHQ", EXT_REPLY, DONE, T_DATA, cookie))
+        return "close"
+    return None
+
+
+def serve_ext(s, scenario):
+    store = bytearray(SIZE)
+    done_bad = False
+    try:
+        ext = ext_handshake(s, scenario)
+        while True:
+            if ext:
+                magic, flags, typ, cookie, off, ln = struct.unpack(
+                    ">IHHQQQ", recv_all(s, 32))
+                if magic != EXT_REQ:
+                    sys.stderr.write("hostile-server: compact request under "
+                                     "extended headers\n")
+                    break
+                if typ == CMD_WRITE and not flags & FLAG_PAYLOAD_LEN:
+                    sys.stderr.write("hostile-server: write without "
+                                     "NBD_CMD_FLAG_PAYLOAD_LEN\n")
+                    break
+            else:
+                magic, flags, typ, cookie, off, ln = struct.unpack(
+                    ">IHHQQI", recv_all(s, 28))
+            if typ == CMD_WRITE:
+                store[off:off + ln] = recv_all(s, ln)
+            if typ == CMD_DISC:
+                break
+            bad = (not done_bad and typ in (CMD_READ, CMD_BS)
+                   and scenario != "ext-ok")
+            if not bad:
+                if ext:
+                    ext_good(s, typ, cookie, off, ln, store)
+                else:
+                    good_reply(s, True, typ, cookie, off, ln, store)
+                continue
+            done_bad = True
+            if ext_misbehave(s, scenario, typ, cookie, off, ln) == "close":
                 break
     except (EOFError, OSError):
         pass

@@ -1,14 +1,16 @@
 /* nbdc-driver — a small CLI over the nbdclient pool, for tests.
  *
- *   nbdc-driver [-C N] [-t SECS] [-q DEPTH] [-R SECS] [-r] [-k] [-v]
+ *   nbdc-driver [-C N] [-t SECS] [-q DEPTH] [-R SECS] [-r] [-k] [-v] [-E]
  *               ADDRESS CMD ARGS...
  * (-C connections, -t request timeout, -q depth per connection, -R keep
- * reconnecting for SECS, -r read-only, -k keep going, -v debug log)
+ * reconnecting for SECS, -r read-only, -k keep going, -v debug log, -E no
+ * extended headers)
  *
  * Commands run in order (several may follow one another); each prints one
  * result line (extents: one line per extent, then "end"):
  *   info                        size=N min=N pref=N max=N structured=0|1
  *                               base_allocation=0|1 connections=N eflags=0xN
+ *                               extended=0|1
  *   write-pattern OFF LEN SEED  write the pattern byte(o) = f(o, SEED)  -> ok
  *   check-pattern OFF LEN SEED  read and compare with the pattern -> ok
  *   read-md5 OFF LEN            -> md5 hex of the bytes read
@@ -218,7 +220,7 @@ static void
 usage (void)
 {
   fprintf (stderr, "usage: nbdc-driver [-C N] [-t SECS] [-q DEPTH] "
-           "[-R SECS] [-r] [-k] [-v] ADDRESS COMMAND ARGS...\n");
+           "[-R SECS] [-r] [-k] [-v] [-E] ADDRESS COMMAND ARGS...\n");
   exit (2);
 }
 
@@ -232,7 +234,8 @@ main (int argc, char **argv)
   signal (SIGPIPE, SIG_IGN);
   /* stdout carries results; every log line goes to stderr. */
   g_log_writer_default_set_use_stderr (TRUE);
-  while ((opt = getopt (argc, argv, "+C:t:q:R:rkv")) != -1) {
+  gboolean no_extended = FALSE;
+  while ((opt = getopt (argc, argv, "+C:t:q:R:rkvE")) != -1) {
     switch (opt) {
     case 'C': cfg.connections = num (optarg); break;
     case 't': cfg.request_timeout = num (optarg); break;
@@ -241,6 +244,7 @@ main (int argc, char **argv)
     case 'r': cfg.read_only = TRUE; break;
     case 'k': keep_going = TRUE; break;
     case 'v': g_setenv ("G_MESSAGES_DEBUG", "all", TRUE); break;
+    case 'E': no_extended = TRUE; break;
     default: usage ();
     }
   }
@@ -257,6 +261,7 @@ main (int argc, char **argv)
   }
   opts.tls = opts.addr.tls == NBDC_TLS_REQUIRE ? NBDC_TLS_REQUIRE
     : NBDC_TLS_OFF;
+  opts.no_extended = no_extended;
   NbdExport exp = { 0 };
   pool = nbdc_pool_open (&opts, &cfg, &exp, &error);
   if (!pool) {
@@ -273,9 +278,10 @@ main (int argc, char **argv)
     if (!strcmp (cmd, "info")) {
       printf ("size=%" G_GUINT64_FORMAT " min=%u pref=%u max=%u "
               "structured=%d base_allocation=%d connections=%u "
-              "eflags=0x%x\n", exp.size, exp.min_block, exp.pref_block,
-              exp.max_block, exp.structured, exp.base_allocation,
-              nbdc_pool_connections (pool), exp.eflags);
+              "eflags=0x%x extended=%d\n", exp.size, exp.min_block,
+              exp.pref_block, exp.max_block, exp.structured,
+              exp.base_allocation, nbdc_pool_connections (pool), exp.eflags,
+              exp.extended);
     }
     else if (!strcmp (cmd, "write-pattern")
              || !strcmp (cmd, "check-pattern")) {
