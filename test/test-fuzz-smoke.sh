@@ -39,3 +39,13 @@ grep -q '^fuzz-pool: transcripts identical' <<<"$out" \
 out=$(NBDFS_FUZZ_VERBOSE=1 "$F/fuzz-negotiate" "$C/negotiate/seed-go-unknown-list" 2>&1)
 grep -q 'exports on the server: "a", "b\\x1b\[31m"' <<<"$out" \
   || { echo "$out" | tail -20; fail "negotiate: export list not escaped"; }
+# Extended headers: the all-ok seed completes every request, the 8 GiB
+# status query sees both 64-bit extents; the negotiate seed acks them.
+out=$(NBDFS_FUZZ_VERBOSE=1 "$F/fuzz-conn-ext" "$C/conn-ext/seed-ext-all-ok" 2>&1)
+n=$(grep '^fuzz-conn-ext: request [0-9] .*: ok' <<<"$out" | sort -u | wc -l)
+[ "$n" = 8 ] || { echo "$out" | tail -30; fail "conn-ext seed: $n of 8 requests ok"; }
+grep -q '^fuzz-conn-ext: request 1 (type 7): ok, 2 extents' <<<"$out" \
+  || fail "conn-ext seed: 64-bit extents lost"
+out=$(NBDFS_FUZZ_VERBOSE=1 "$F/fuzz-negotiate" "$C/negotiate/seed-ext-full" 2>&1)
+grep -q 'transmission phase: .*extended headers' <<<"$out" \
+  || { echo "$out" | tail -20; fail "negotiate ext seed no longer negotiates"; }

@@ -8,6 +8,7 @@
  *             1: nbdc_list_exports   2: nbdc_query_info (over a Unix
  *             socket: those two connect by address)
  *   bit 6     export name "disk" instead of the default ""
+ *   bit 7     no_extended (never ask for NBD_OPT_EXTENDED_HEADERS)
  * The rest is what the server sends; then it half-closes, so every run
  * ends at EOF at the latest. Invariants: no crash, leak, overflow or
  * hang; on success the export obeys negotiate.h (size <= INT64_MAX, block
@@ -98,6 +99,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   opts.tls_config.type = g_strdup ("anon");
   opts.no_structured = !!(mode & 4);
   opts.no_meta = !!(mode & 8);
+  opts.no_extended = !!(mode & 0x80);
   opts.handshake_timeout = 5;
   opts.addr.export_name = g_strdup (mode & 0x40 ? "disk" : "");
   int entry = (mode >> 4) & 3;

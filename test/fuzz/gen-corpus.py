@@ -4,10 +4,11 @@ valid exchanges (and a few classic broken ones) so the fuzzer starts deep.
 
     python3 test/fuzz/gen-corpus.py test/fuzz/corpus
 
-Creates DIR/address, DIR/negotiate and DIR/conn (seed-* files; regression
-inputs found by fuzzing live beside them as crash-*/regress-* files).
-The wire formats follow nbd-proto.md; the request table of the conn target
-must match `reqs[]` in fuzz-conn.c.
+Creates DIR/address, DIR/negotiate, DIR/conn, DIR/conn-ext and DIR/pool
+(seed-* files; regression inputs found by fuzzing live beside them as
+crash-*/regress-* files). The wire formats follow nbd-proto.md (conn-ext:
+the spec's extension-ext-header branch); the request tables of the conn
+and conn-ext targets must match `reqs[]` in fuzz-conn.c / fuzz-conn-ext.c.
 """
 import os
 import struct
@@ -42,7 +43,7 @@ IHAVEOPT = b"IHAVEOPT"
 REPLY_MAGIC = 0x3e889045565a9
 OLD_MAGIC = 0x00420281861253
 OPT = dict(export_name=1, abort=2, list=3, starttls=5, info=6, go=7,
-           structured=8, list_meta=9, set_meta=10)
+           structured=8, list_meta=9, set_meta=10, ext=11)
 ACK, SERVER, INFO, META = 1, 2, 3, 4
 ERR = 1 << 31
 ERR_UNSUP, ERR_POLICY, ERR_UNKNOWN, ERR_TLS_REQD = ERR | 1, ERR | 2, ERR | 6, ERR | 5
@@ -54,6 +55,9 @@ def greeting(gflags=3):
 
 def rep(opt, typ, data=b""):
     return struct.pack(">QIII", REPLY_MAGIC, OPT[opt], typ, len(data)) + data
+
+# A server without extended headers: nbdfs asks for them first.
+NOEXT = rep("ext", ERR_UNSUP)
 
 def info_export(size=SIZE, flags=EFLAGS):
     return struct.pack(">HQH", 0, size, flags)
@@ -81,17 +85,17 @@ def go_ok(opt="go", size=SIZE, flags=EFLAGS, extra=True):
 def server_entry(name, desc=b""):
     return rep("list", SERVER, struct.pack(">I", len(name)) + name + desc)
 
-full = (greeting() + rep("structured", ACK) + meta(7) + rep("set_meta", ACK)
+full = (greeting() + NOEXT + rep("structured", ACK) + meta(7) + rep("set_meta", ACK)
         + go_ok())
 seeds = {
     # nbdc_negotiate
     "full": b"\x00" + full,
     "full-disk": b"\x40" + full,
     "no-structured": b"\x04" + greeting() + go_ok(),
-    "no-meta": b"\x08" + greeting() + rep("structured", ACK) + go_ok(),
-    "structured-unsup": b"\x00" + greeting() + rep("structured", ERR_UNSUP)
+    "no-meta": b"\x08" + greeting() + NOEXT + rep("structured", ACK) + go_ok(),
+    "structured-unsup": b"\x00" + greeting() + NOEXT + rep("structured", ERR_UNSUP)
         + go_ok(),
-    "meta-none": b"\x00" + greeting() + rep("structured", ACK)
+    "meta-none": b"\x00" + greeting() + NOEXT + rep("structured", ACK)
         + rep("set_meta", ACK) + go_ok(extra=False),
     "go-unsup-export-name": b"\x04" + greeting() + rep("go", ERR_UNSUP)
         + struct.pack(">QH", SIZE, EFLAGS),
@@ -105,6 +109,17 @@ seeds = {
         + rep("abort", ACK),
     "go-tls-reqd": b"\x04" + greeting() + rep("go", ERR_TLS_REQD)
         + rep("abort", ACK),
+    # extended headers acked: no structured reply option, never
+    # EXPORT_NAME; refused with --no-extended-headers (bit 7)
+    "ext-full": b"\x00" + greeting() + rep("ext", ACK) + meta(7)
+        + rep("set_meta", ACK) + go_ok(),
+    "ext-go-unsup": b"\x00" + greeting() + rep("ext", ACK) + meta(7)
+        + rep("set_meta", ACK) + rep("go", ERR_UNSUP),
+    "ext-required": b"\x80" + greeting() + rep("structured", ACK) + meta(7)
+        + rep("set_meta", ACK) + rep("go", ERR | 10) + rep("abort", ACK),
+    "ext-info": b"\x20" + greeting() + rep("ext", ACK) + go_ok("info")
+        + meta(1, opt="list_meta") + rep("list_meta", ACK) + meta(7)
+        + rep("set_meta", ACK) + go_ok(),
     "oldstyle": b"\x00" + NBDMAGIC + struct.pack(">QQI", OLD_MAGIC, SIZE, EFLAGS)
         + bytes(124),
     "newstyle": b"\x00" + greeting(2) + struct.pack(">QH", SIZE, EFLAGS),
@@ -116,7 +131,7 @@ seeds = {
         + rep("go", ACK),
     # STARTTLS: ALLOW refused -> clear text; REQUIRE acked -> TLS handshake
     "tls-allow-unsup": b"\x01" + greeting() + rep("starttls", ERR_UNSUP)
-        + rep("structured", ACK) + meta(7) + rep("set_meta", ACK) + go_ok(),
+        + NOEXT + rep("structured", ACK) + meta(7) + rep("set_meta", ACK) + go_ok(),
     "tls-require-refused": b"\x02" + greeting() + rep("starttls", ERR_POLICY),
     "tls-require-ack": b"\x02" + greeting() + rep("starttls", ACK)
         + bytes.fromhex("160303002a020000260303") + bytes(32),
@@ -132,10 +147,10 @@ seeds = {
     "list-oldstyle": b"\x10" + NBDMAGIC + struct.pack(">QQI", OLD_MAGIC, SIZE, EFLAGS)
         + bytes(124),
     # nbdc_query_info
-    "info": b"\x20" + greeting() + rep("structured", ACK) + go_ok("info")
+    "info": b"\x20" + greeting() + NOEXT + rep("structured", ACK) + go_ok("info")
         + meta(1, opt="list_meta") + meta(2, b"qemu:dirty-bitmap:b", "list_meta")
         + rep("list_meta", ACK) + meta(7) + rep("set_meta", ACK) + go_ok(),
-    "info-disk": b"\x60" + greeting() + rep("structured", ACK) + go_ok("info")
+    "info-disk": b"\x60" + greeting() + NOEXT + rep("structured", ACK) + go_ok("info")
         + rep("list_meta", ACK) + rep("set_meta", ACK) + go_ok(),
     "info-unsup": b"\x24" + greeting() + rep("info", ERR_UNSUP)
         + rep("go", ERR_UNSUP) + struct.pack(">QH", SIZE, EFLAGS),
@@ -225,6 +240,69 @@ conn = {
 }
 for name, data in conn.items():
     write("conn", name, data)
+# ---- conn-ext: byte 0 (bit 0 = no base:allocation), then extended
+# replies (EXTENDED_HEADERS extension) ----
+EXT_REPLY = 0x6e8a278c
+T_BS_EXT = 6
+GIB = 1 << 30
+SIZE_EXT = 16 * GIB
+# Must match reqs[] in fuzz-conn-ext.c: (offset, count); cookie = 1<<32 | i
+REQS_EXT = [(0, 4096), (0, 8 * GIB), (4096, 512), (GIB, 6 * GIB),
+            (4096, 4096), (0, 6 * GIB), (SIZE_EXT - 512, 512), (0, 0)]
+
+def xchunk(i, typ, payload=b"", flags=0, off=None, length=None):
+    if off is None:
+        off = REQS_EXT[i][0]
+    if length is None:
+        length = len(payload)
+    return struct.pack(">IHHQQQ", EXT_REPLY, flags, typ, cookie(i), off,
+                       length) + payload
+
+def xdata(i, off, data, flags=0):
+    return xchunk(i, T_DATA, struct.pack(">Q", off) + data, flags)
+
+def xhole(i, off, n, flags=0):
+    return xchunk(i, T_HOLE, struct.pack(">QI", off, n), flags)
+
+def xbs(i, extents, ctx=7, flags=DONE, count=None):
+    if count is None:
+        count = len(extents)
+    return xchunk(i, T_BS_EXT, struct.pack(">II", ctx, count)
+                  + b"".join(struct.pack(">QQ", l, f) for l, f in extents), flags)
+
+def xerr(i, err, msg=b"", flags=DONE):
+    return xchunk(i, T_ERR, struct.pack(">IH", err, len(msg)) + msg, flags)
+
+def all_ok_ext():
+    s = b""
+    s += xdata(0, 0, b"A" * 2048) + xhole(0, 2048, 2048, DONE)
+    s += xbs(1, [(5 * GIB, 3), (3 * GIB, 0)])
+    s += xchunk(2, T_NONE, flags=DONE)
+    s += xchunk(3, T_NONE, flags=DONE)
+    s += xbs(4, [(4096, 0)])
+    s += xchunk(5, T_NONE, flags=DONE)
+    s += xhole(6, SIZE_EXT - 512, 512, DONE)
+    s += xchunk(7, T_NONE, flags=DONE)
+    return s
+
+conn_ext = {
+    "ext-all-ok": b"\x00" + all_ok_ext(),
+    "ext-no-meta": b"\x01" + all_ok_ext(),
+    "ext-errors": b"\x00" + xerr(0, 5, b"I/O error") + xerr(1, 22)
+        + xerr(2, 28, b"full") + xerr(3, 75, flags=0) + xchunk(3, T_NONE, flags=DONE)
+        + xerr(4, 95) + xerr(5, 95) + xerr(6, 1) + xerr(7, 5),
+    "ext-bad-offset": b"\x00" + xchunk(0, T_DATA, struct.pack(">Q", 0)
+        + b"a" * 4096, DONE, off=512),
+    "ext-bs-count": b"\x00" + xbs(1, [(8 * GIB, 0)], count=2),
+    "ext-bs-high": b"\x00" + xbs(1, [(8 * GIB, 1 << 40)]),
+    "ext-bs-32": b"\x00" + xchunk(1, T_BS, struct.pack(">III", 7, 4096, 0), DONE),
+    "ext-structured": b"\x00" + chunk(0, T_NONE, flags=DONE),
+    "ext-simple": b"\x00" + simple(7),
+    "ext-huge-length": b"\x00" + xchunk(0, T_DATA, flags=DONE, length=1 << 33),
+    "ext-truncated": b"\x00" + all_ok_ext()[:200],
+}
+for name, data in conn_ext.items():
+    write("conn-ext", name, data)
 # ---- pool: byte 0 = mode, 4 bytes size, [3 bytes block sizes], then one
 # decision byte per request (0x00-0x9f correct, 0xa0 error, 0xc0 wrong
 # cookie, 0xd0 shifted content, 0xe0 garbage + EOF, 0xf0 hang up) ----

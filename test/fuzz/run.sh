@@ -6,7 +6,7 @@
 #                                          corpus (new finds go to a temp dir)
 #   test/fuzz/run.sh --replay [TARGET...]  run every committed corpus file
 #                                          once (regression check, seconds)
-# TARGET is address, negotiate, conn or pool (default: all). Exits non-zero on the
+# TARGET is address, negotiate, conn, conn-ext or pool (default: all). Exits non-zero on the
 # first crash, leak, sanitizer report or hang (-timeout=10 s per input); the
 # input that did it is left in build-fuzz/fuzz-artifacts/.
 set -euo pipefail
@@ -20,7 +20,7 @@ mode=fuzz secs=20
 if [ "${1:-}" = --replay ]; then mode=replay; shift
 elif [ $# -gt 0 ]; then secs=$1; shift; fi
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(address negotiate conn pool)
+[ ${#targets[@]} -gt 0 ] || targets=(address negotiate conn conn-ext pool)
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
