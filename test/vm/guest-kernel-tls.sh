@@ -101,7 +101,7 @@ t_tls_persist() {
   [ "$(md5 "$tmp/disk.img" $((16 * MiB)))" = "$(md5 "$tmp/data")" ]
 }
 
-# The ioctl interface over TLS: the NBD_DO_IT child relays.
+# The ioctl interface over TLS: the process in NBD_DO_IT relays too.
 t_tls_ioctl() {
   start_nbdkit "$tmp/sock" --tls=require --tls-certificates=$pki memory 16M
   "$NBDFS" --kernel --ioctl "nbds+unix:///?socket=$tmp/sock" \
