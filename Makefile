@@ -107,8 +107,8 @@ else
 nbdfs: $(BUILD)/nbdfs
 endif
 
-$(BUILD)/test/unit/%: $(BUILD)/test/unit/%.o $(LIBKERNEL) $(LIBCLIENT)
-	$(CC) $(LDFLAGS) -o $@ $< $(LIBKERNEL) $(LIBCLIENT) $(LIBS)
+$(BUILD)/test/unit/%: $(BUILD)/test/unit/%.o $(LIBFUSE) $(LIBKERNEL) $(LIBCLIENT)
+	$(CC) $(LDFLAGS) -o $@ $< $(LIBFUSE) $(LIBKERNEL) $(LIBCLIENT) $(LIBS)
 $(BUILD)/test/tools/%: $(BUILD)/test/tools/%.o $(LIBCLIENT)
 	$(CC) $(LDFLAGS) -o $@ $< $(LIBCLIENT) $(LIBS)
 $(BUILD)/test/fuzz/%: $(BUILD)/test/fuzz/%.o $(LIBCLIENT)

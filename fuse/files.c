@@ -22,6 +22,20 @@
 #include "nbdclient/names.h"
 #include "nbdclient/protocol.h"
 
+/* Cut S to at most MAX bytes without cutting a UTF-8 sequence in half:
+ * back up over continuation bytes (10xxxxxx) to the start of the
+ * character. */
+static void
+cut_utf8 (GString *s, size_t max)
+{
+  if (s->len <= max)
+    return;
+  size_t n = max;
+  while (n > 0 && ((unsigned char) s->str[n] & 0xc0) == 0x80)
+    n--;
+  g_string_truncate (s, n);
+}
+
 char *
 nbdfs_file_name_for_export (const char *export_name)
 {
@@ -33,14 +47,7 @@ nbdfs_file_name_for_export (const char *export_name)
   GString *s = g_string_new (NULL);
   for (const unsigned char *p = (const unsigned char *) export_name; *p; p++)
     g_string_append_c (s, (*p == '/' || *p < 0x20 || *p == 0x7f) ? '_' : *p);
-  if (s->len > NAME_MAX) {
-    size_t n = NAME_MAX;
-    /* Do not cut a UTF-8 sequence in half: back up over continuation
-     * bytes (10xxxxxx) to the start of the character. */
-    while (n > 0 && ((unsigned char) s->str[n] & 0xc0) == 0x80)
-      n--;
-    g_string_truncate (s, n);
-  }
+  cut_utf8 (s, NAME_MAX);
   return g_string_free (s, FALSE);
 }
 
@@ -182,8 +189,13 @@ nbdfs_files_open (NbdfsFs *fs, GError **error)
     g_autofree char *base = nbdfs_file_name_for_export (e->raw_name);
     g_autofree char *name = g_strdup (base);
     for (unsigned n = 2; nbdfs_file_by_name (fs, name) != NULL; n++) {
+      /* The suffix must fit in NAME_MAX too: cut the base further. */
+      g_autofree char *suffix = g_strdup_printf ("-%u", n);
+      GString *s = g_string_new (base);
+      cut_utf8 (s, NAME_MAX - strlen (suffix));
+      g_string_append (s, suffix);
       g_free (name);
-      name = g_strdup_printf ("%s-%u", base, n);
+      name = g_string_free (s, FALSE);
     }
     if (!add_file (fs, e->raw_name, name, error)) {
       g_prefix_error (error, "--all: export '%s': ", e->name);
