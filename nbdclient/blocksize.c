@@ -1,19 +1,37 @@
 /* nbdfs — the block-size layer: any offset and length in, commands the
- * server accepts out (nbd-proto.md "Size constraints": offsets and lengths
- * are multiples of the minimum block size, payloads at most the maximum).
+ * server accepts out (nbd-proto.md "Size constraints": offset and length
+ * multiples of the minimum block size, offset + length within the export,
+ * payloads at most the maximum).
  *
+ * - The export is addressable up to pool->size, its size rounded down to
+ *   the minimum block size (see nbdc_pool_open): a tail shorter than a
+ *   block cannot be reached by any request the spec allows.
  * - Reads: the aligned middle goes straight into the caller's buffer in
- *   max-payload pieces; an unaligned head or tail reads its covering block
- *   into a bounce buffer and copies the wanted bytes.
- * - Writes: the aligned middle is written directly; an unaligned edge is a
- *   read-modify-write of its block. RMWs of one block are serialised (a
- *   per-block busy table with a wait queue), so two concurrent unaligned
- *   writes into one block cannot lose either update.
- * - Zero: WRITE_ZEROES for the aligned middle, edges written as data.
+ *   max-payload pieces; an unaligned head or tail reads its one covering
+ *   block into a bounce buffer and copies the wanted bytes (a block is at
+ *   most 64 KiB and never above the maximum payload, so no bounce read
+ *   exceeds it, however the request falls).
+ * - Writes: the aligned middle is written directly in max-payload pieces;
+ *   an unaligned edge is a read-modify-write (RMW) of its one block.
+ * - Zero: WRITE_ZEROES for the aligned middle, edges RMW'd with zeroes.
  * - Trim: shrunk to whole blocks (trim is advisory).
  * - Cache, block status: widened to whole blocks; extents are clipped back
  *   to the range the caller asked about.
- * With a minimum block size of 1 all of this reduces to splitting.
+ *
+ * Ordering (the range lock below): an RMW rewrites bytes of its block that
+ * its caller did not ask to write, with what it read. So from before its
+ * READ until its WRITE is answered, nothing else may change that block:
+ * an RMW holds its block exclusively, and every other command that
+ * changes data (aligned WRITE, WRITE_ZEROES, TRIM) holds its range shared.
+ * Shared holders do not exclude each other (two overlapping writes in
+ * flight may land in either order, as on any disk). Requests wait in
+ * arrival order for earlier conflicting ones; a waiting request is queued,
+ * never a blocked thread: it is started by the completion that releases
+ * the range. Reads take no lock: an RMW writes back unchanged the bytes it
+ * did not mean to change, so a read overlapping it sees either the old or
+ * the new data of that write, as with any write in flight.
+ * With a minimum block size of 1 there are no RMWs, no lock, and all of
+ * this reduces to splitting.
  */
 #include <errno.h>
 #include <string.h>
@@ -46,11 +64,12 @@ min_block (NbdPool *pool)
   return MAX (pool->exp.min_block, 1);
 }
 
-/* Range check shared by every call: inside the export, no wraparound. */
+/* Range check shared by every call: inside the addressable export, no
+ * wraparound. */
 static gboolean
 range_ok (NbdPool *pool, size_t count, uint64_t offset)
 {
-  return offset <= pool->exp.size && count <= pool->exp.size - offset;
+  return offset <= pool->size && count <= pool->size - offset;
 }
 
 /* The largest effect length, a multiple of bs, for one command without
@@ -80,7 +99,8 @@ send_part (NbdcParent *p, uint16_t type, uint16_t flags, uint64_t offset,
   pool_send_cmd (p->pool, &cmd);
 }
 
-/* Splits [offset, offset+count) into commands of at most max bytes. */
+/* Splits [offset, offset+count) into commands of at most max bytes (for
+ * commands that change no data: no range lock). */
 static void
 send_split (NbdcParent *p, uint16_t type, uint16_t flags, uint64_t offset,
             uint64_t count, char *buf, uint64_t max)
@@ -93,6 +113,123 @@ send_split (NbdcParent *p, uint16_t type, uint16_t flags, uint64_t offset,
     if (buf)
       buf += n;
   }
+}
+
+/* ---- the range lock ---- */
+
+/* One holder of, or waiter for, [start, end). Lives in pool->ranges
+ * (guarded by pool->lock, as are all fields here) from range_acquire to
+ * range_release, in arrival order. */
+typedef struct RangeLock RangeLock;
+struct RangeLock {
+  uint64_t start, end;
+  gboolean exclusive;         /* an RMW; else a shared data change */
+  gboolean granted;
+  void (*go) (RangeLock *l);  /* starts the request: called once, without
+                                 pool->lock, when granted */
+};
+
+static gboolean
+range_conflict (const RangeLock *a, const RangeLock *b)
+{
+  return a->start < b->end && b->start < a->end
+    && (a->exclusive || b->exclusive);
+}
+
+/* Is l blocked by an entry that arrived before it? */
+static gboolean
+range_blocked (NbdPool *pool, GList *until, const RangeLock *l)
+{
+  for (GList *i = pool->ranges.head; i != until; i = i->next)
+    if (range_conflict (i->data, l))
+      return TRUE;
+  return FALSE;
+}
+
+/* Starts l now if nothing earlier conflicts, else queues it: it starts
+ * from the range_release that unblocks it (on a reader thread). */
+static void
+range_acquire (NbdPool *pool, RangeLock *l)
+{
+  if (min_block (pool) == 1) {          /* no RMW can exist */
+    l->go (l);
+    return;
+  }
+  g_mutex_lock (&pool->lock);
+  l->granted = !range_blocked (pool, NULL, l);
+  g_queue_push_tail (&pool->ranges, l);
+  g_mutex_unlock (&pool->lock);
+  if (l->granted)
+    l->go (l);
+}
+
+/* Drops l (its owner may free it afterwards) and starts every waiter that
+ * no earlier entry blocks any more, in arrival order. */
+static void
+range_release (NbdPool *pool, RangeLock *l)
+{
+  if (min_block (pool) == 1)
+    return;
+  GSList *start = NULL;
+  g_mutex_lock (&pool->lock);
+  g_queue_remove (&pool->ranges, l);
+  for (GList *i = pool->ranges.head; i; i = i->next) {
+    RangeLock *w = i->data;
+    /* Only a waiter that overlapped l can have been waiting for it. */
+    if (w->granted || w->end <= l->start || l->end <= w->start)
+      continue;
+    if (!range_blocked (pool, i, w)) {
+      w->granted = TRUE;
+      start = g_slist_prepend (start, w);
+    }
+  }
+  g_mutex_unlock (&pool->lock);
+  start = g_slist_reverse (start);
+  for (GSList *i = start; i; i = i->next)
+    ((RangeLock *) i->data)->go (i->data);
+  g_slist_free (start);
+}
+
+/* A data-changing command (aligned WRITE, WRITE_ZEROES, TRIM) under a
+ * shared range lock. */
+typedef struct {
+  RangeLock lock;             /* first: the go callback casts back */
+  NbdcParent *parent;
+  NbdcCmd cmd;
+} LockedCmd;
+
+static void
+locked_cmd_done (void *opaque, int err)
+{
+  LockedCmd *c = opaque;
+  NbdcParent *p = c->parent;
+  range_release (p->pool, &c->lock);
+  g_free (c);
+  pool_parent_part_done (p, err);
+}
+
+static void
+locked_cmd_go (RangeLock *l)
+{
+  LockedCmd *c = (LockedCmd *) l;
+  pool_send_cmd (c->parent->pool, &c->cmd);
+}
+
+static void
+send_locked (NbdcParent *p, uint16_t type, uint16_t flags, uint64_t offset,
+             uint64_t count, const char *buf)
+{
+  LockedCmd *c = g_new0 (LockedCmd, 1);
+  c->lock.start = offset;
+  c->lock.end = offset + count;
+  c->lock.go = locked_cmd_go;
+  c->parent = p;
+  c->cmd = (NbdcCmd) {
+    .type = type, .flags = flags, .offset = offset, .count = count,
+    .buf = (char *) buf, .done = locked_cmd_done, .opaque = c,
+  };
+  pool_parent_add (p);
+  range_acquire (p->pool, &c->lock);
 }
 
 /* ---- reads ---- */
@@ -116,20 +253,21 @@ bounce_read_done (void *opaque, int err)
   g_free (b);
 }
 
-/* Reads the aligned range [start, end) and copies [want, want+len). */
+/* Reads the one block at blk (a multiple of bs) and copies
+ * [want, want+len) out of it. */
 static void
-bounce_read (NbdcParent *p, uint64_t start, uint64_t end, char *dst,
+bounce_read (NbdcParent *p, uint64_t blk, uint32_t bs, char *dst,
              uint64_t want, size_t len)
 {
   BounceRead *b = g_new (BounceRead, 1);
   b->parent = p;
-  b->bounce = g_malloc (end - start);
+  b->bounce = g_malloc (bs);
   b->dst = dst;
-  b->skip = want - start;
+  b->skip = want - blk;
   b->len = len;
   pool_parent_add (p);
   NbdcCmd cmd = {
-    .type = NBD_CMD_READ, .offset = start, .count = end - start,
+    .type = NBD_CMD_READ, .offset = blk, .count = bs,
     .buf = b->bounce, .done = bounce_read_done, .opaque = b,
   };
   pool_send_cmd (p->pool, &cmd);
@@ -149,33 +287,34 @@ nbdc_pool_pread (NbdPool *pool, void *buf, size_t count, uint64_t offset,
   }
   uint32_t bs = min_block (pool);
   uint64_t end = offset + count;
-  uint64_t a = round_up (offset, bs), b = round_down (end, bs);
   char *dst = buf;
   NbdcParent *p = pool_parent_new (pool, done, opaque);
-  if (a > b || (a == b && (offset % bs || end % bs))) {
-    /* No whole block inside: one bounce over the (at most two) blocks. */
-    bounce_read (p, round_down (offset, bs), round_up (end, bs), dst,
-                 offset, count);
-  }
-  else {
-    if (offset < a)
-      bounce_read (p, a - bs, a, dst, offset, a - offset);
-    send_split (p, NBD_CMD_READ, 0, a, b - a, dst + (a - offset),
-                pool->max_payload);
-    if (end > b)
-      bounce_read (p, b, b + bs, dst + (b - offset), b, end - b);
+  /* Block by block at the edges, max-payload pieces in between. Every
+   * block read ends at or before pool->size (a multiple of bs). */
+  for (uint64_t pos = offset; pos < end;) {
+    uint64_t blk = round_down (pos, bs);
+    if (pos != blk || end - pos < bs) {
+      uint64_t e = MIN (end, blk + bs);
+      bounce_read (p, blk, bs, dst + (pos - offset), pos, e - pos);
+      pos = e;
+    }
+    else {
+      uint64_t n = MIN (round_down (end, bs) - pos,
+                        (uint64_t) pool->max_payload);
+      send_part (p, NBD_CMD_READ, 0, pos, n, dst + (pos - offset));
+      pos += n;
+    }
   }
   pool_parent_release (p);
 }
 
 /* ---- writes ---- */
 
-/* One read-modify-write of the block at blk. */
+/* One read-modify-write of the block at blk, holding it exclusively. */
 typedef struct {
+  RangeLock lock;             /* first: the go callback casts back */
   NbdcParent *parent;
   NbdPool *pool;
-  uint64_t blk;               /* block index */
-  uint32_t bs;
   uint16_t flags;
   char *bounce;
   const char *src;            /* bytes to put at bounce + skip */
@@ -183,26 +322,14 @@ typedef struct {
   size_t len;
 } Rmw;
 
-static void rmw_start (Rmw *r);
-
 static void
 rmw_end (Rmw *r, int err)
 {
-  NbdPool *pool = r->pool;
-  Rmw *next = NULL;
-  g_mutex_lock (&pool->lock);
-  GQueue *waiters = g_hash_table_lookup (pool->rmw_busy, &r->blk);
-  next = g_queue_pop_head (waiters);
-  if (!next) {
-    g_hash_table_remove (pool->rmw_busy, &r->blk);
-    g_queue_free (waiters);
-  }
-  g_mutex_unlock (&pool->lock);
-  pool_parent_part_done (r->parent, err);
+  NbdcParent *p = r->parent;
+  range_release (r->pool, &r->lock);
   g_free (r->bounce);
   g_free (r);
-  if (next)
-    rmw_start (next);
+  pool_parent_part_done (p, err);
 }
 
 static void
@@ -221,74 +348,70 @@ rmw_read (void *opaque, int err)
   }
   memcpy (r->bounce + r->skip, r->src, r->len);
   NbdcCmd cmd = {
-    .type = NBD_CMD_WRITE, .flags = r->flags, .offset = r->blk * r->bs,
-    .count = r->bs, .buf = r->bounce, .done = rmw_written, .opaque = r,
+    .type = NBD_CMD_WRITE, .flags = r->flags, .offset = r->lock.start,
+    .count = r->lock.end - r->lock.start, .buf = r->bounce,
+    .done = rmw_written, .opaque = r,
   };
   pool_send_cmd (r->pool, &cmd);
 }
 
 static void
-rmw_start (Rmw *r)
+rmw_go (RangeLock *l)
 {
+  Rmw *r = (Rmw *) l;
   NbdcCmd cmd = {
-    .type = NBD_CMD_READ, .offset = r->blk * r->bs, .count = r->bs,
+    .type = NBD_CMD_READ, .offset = r->lock.start,
+    .count = r->lock.end - r->lock.start,
     .buf = r->bounce, .done = rmw_read, .opaque = r,
   };
   pool_send_cmd (r->pool, &cmd);
 }
 
-/* Takes the block (or queues behind the RMW that has it), then starts. */
 static void
 rmw_submit (NbdcParent *p, uint64_t blk, uint32_t bs, uint16_t flags,
             const char *src, size_t skip, size_t len)
 {
-  NbdPool *pool = p->pool;
   Rmw *r = g_new0 (Rmw, 1);
+  r->lock.start = blk;
+  r->lock.end = blk + bs;
+  r->lock.exclusive = TRUE;
+  r->lock.go = rmw_go;
   r->parent = p;
-  r->pool = pool;
-  r->blk = blk;
-  r->bs = bs;
+  r->pool = p->pool;
   r->flags = flags;
   r->bounce = g_malloc (bs);
   r->src = src;
   r->skip = skip;
   r->len = len;
   pool_parent_add (p);
-
-  g_mutex_lock (&pool->lock);
-  GQueue *waiters = g_hash_table_lookup (pool->rmw_busy, &blk);
-  if (waiters) {
-    g_queue_push_tail (waiters, r);
-    g_mutex_unlock (&pool->lock);
-    return;
-  }
-  uint64_t *key = g_new (uint64_t, 1);
-  *key = blk;
-  g_hash_table_insert (pool->rmw_busy, key, g_queue_new ());
-  g_mutex_unlock (&pool->lock);
-  rmw_start (r);
+  range_acquire (p->pool, &r->lock);
 }
 
+/* Changes [offset, offset+count): whole blocks with `type` (WRITE from
+ * src, or WRITE_ZEROES with src NULL) in pieces of at most max, partial
+ * blocks by RMW from src (or zero_block for WRITE_ZEROES). advance: src
+ * holds count bytes; else it is a zero buffer reused for every piece. */
 static void
-write_edges_and_middle (NbdcParent *p, const char *src, uint64_t count,
-                        uint64_t offset, uint16_t flags)
+write_range (NbdcParent *p, uint16_t type, uint16_t flags, const char *src,
+             gboolean advance, uint64_t count, uint64_t offset, uint64_t max)
 {
-  NbdPool *pool = p->pool;
-  uint32_t bs = min_block (pool);
+  uint32_t bs = min_block (p->pool);
   uint64_t end = offset + count;
-  uint64_t a = round_up (offset, bs), b = round_down (end, bs);
-  if (round_down (offset, bs) == round_down (end - 1, bs)
-      && (offset % bs || end % bs)) {
-    rmw_submit (p, offset / bs, bs, flags, src, offset % bs, count);
-    return;
+  for (uint64_t pos = offset; pos < end;) {
+    uint64_t blk = round_down (pos, bs);
+    const char *s = src == NULL ? NULL : advance ? src + (pos - offset) : src;
+    if (pos != blk || end - pos < bs) {
+      uint64_t e = MIN (end, blk + bs);
+      rmw_submit (p, blk, bs, flags & NBD_CMD_FLAG_FUA,
+                  s ? s : (const char *) zero_block, pos - blk, e - pos);
+      pos = e;
+    }
+    else {
+      uint64_t n = MIN (round_down (end, bs) - pos, max);
+      send_locked (p, type, flags, pos, n, s);
+      pos += n;
+    }
   }
-  if (offset < a)
-    rmw_submit (p, offset / bs, bs, flags, src, offset % bs, a - offset);
-  if (a < b)
-    send_split (p, NBD_CMD_WRITE, flags, a, b - a,
-                (char *) src + (a - offset), pool->max_payload);
-  if (end > b)
-    rmw_submit (p, b / bs, bs, flags, src + (b - offset), 0, end - b);
 }
 
 /* Common checks for write-type calls. Returns FALSE after calling done. */
@@ -333,7 +456,8 @@ nbdc_pool_pwrite (NbdPool *pool, const void *buf, size_t count,
     return;
   NbdcParent *p = pool_parent_new (pool, done, opaque);
   uint16_t f = fua_flags (pool, p, flags);
-  write_edges_and_middle (p, buf, count, offset, f);
+  write_range (p, NBD_CMD_WRITE, f, buf, TRUE, count, offset,
+               pool->max_payload);
   pool_parent_release (p);
 }
 
@@ -350,43 +474,20 @@ nbdc_pool_zero (NbdPool *pool, size_t count, uint64_t offset,
     done (opaque, ENOTSUP);
     return;
   }
+  uint32_t bs = min_block (pool);
   NbdcParent *p = pool_parent_new (pool, done, opaque);
   uint16_t f = fua_flags (pool, p, flags);
   if (eflags & NBD_FLAG_SEND_WRITE_ZEROES) {
     f |= flags & (NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_FAST_ZERO);
-    /* Edges go through RMW with zeroes as the source. */
-    uint32_t bs = min_block (pool);
-    uint64_t end = offset + count;
-    uint64_t a = round_up (offset, bs), b = round_down (end, bs);
-    if (round_down (offset, bs) == round_down (end - 1, bs)
-        && (offset % bs || end % bs))
-      rmw_submit (p, offset / bs, bs, f & NBD_CMD_FLAG_FUA,
-                  (const char *) zero_block, offset % bs, count);
-    else {
-      if (offset < a)
-        rmw_submit (p, offset / bs, bs, f & NBD_CMD_FLAG_FUA,
-                    (const char *) zero_block, offset % bs, a - offset);
-      if (a < b)
-        send_split (p, NBD_CMD_WRITE_ZEROES, f, a, b - a, NULL,
-                    effect_cap (pool, f, bs));
-      if (end > b)
-        rmw_submit (p, b / bs, bs, f & NBD_CMD_FLAG_FUA,
-                    (const char *) zero_block, 0, end - b);
-    }
+    write_range (p, NBD_CMD_WRITE_ZEROES, f, NULL, FALSE, count, offset,
+                 effect_cap (pool, f, bs));
   }
   else {
-    /* No WRITE_ZEROES: write a shared zero buffer, piece by piece. */
-    size_t piece = MIN (count, (size_t) pool->max_payload);
-    char *zeroes = g_malloc0 (piece);
+    /* No WRITE_ZEROES: one zero buffer, written again for every piece. */
+    char *zeroes = g_malloc0 (MIN (count, (size_t) pool->max_payload));
     p->owned = zeroes;
-    uint64_t off = offset;
-    size_t left = count;
-    while (left > 0) {
-      size_t n = MIN (left, piece);
-      write_edges_and_middle (p, zeroes, n, off, f);
-      off += n;
-      left -= n;
-    }
+    write_range (p, NBD_CMD_WRITE, f, zeroes, FALSE, count, offset,
+                 pool->max_payload);
   }
   pool_parent_release (p);
 }
@@ -409,7 +510,9 @@ nbdc_pool_trim (NbdPool *pool, size_t count, uint64_t offset,
   }
   NbdcParent *p = pool_parent_new (pool, done, opaque);
   uint16_t f = fua_flags (pool, p, flags);
-  send_split (p, NBD_CMD_TRIM, f, a, b - a, NULL, effect_cap (pool, 0, bs));
+  /* Whole blocks only: no RMW, just the shared lock against one. */
+  write_range (p, NBD_CMD_TRIM, f, NULL, FALSE, b - a, a,
+               effect_cap (pool, 0, bs));
   pool_parent_release (p);
 }
 

@@ -12,7 +12,9 @@
 #include "nbdclient/pool.h"
 
 struct NbdPool {
-  NbdExport exp;              /* first connection's */
+  NbdExport exp;              /* first connection's, as negotiated */
+  uint64_t size;              /* what we address: exp.size rounded down to
+                                 the minimum block (blocksize.c) */
   NbdcOptions opts;           /* for reconnects */
   NbdcPoolConfig cfg;
   gboolean read_only;
@@ -29,7 +31,8 @@ struct NbdPool {
   gboolean *dirty;            /* per connection: wrote since last flush */
   unsigned rr;                /* round-robin tie breaker */
   unsigned outstanding;       /* pool-level requests not yet done */
-  GHashTable *rmw_busy;       /* block index -> GQueue of waiting RMWs */
+  GQueue ranges;              /* blocksize.c's range lock: RangeLock*
+                                 holders and waiters, in arrival order */
 
   /* Reconnect (cfg.reconnect > 0). */
   GCond recond;               /* wakes backoff sleeps when closing */

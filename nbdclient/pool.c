@@ -322,7 +322,6 @@ pool_free (NbdPool *pool)
   g_cond_clear (&pool->recond);
   g_free (pool->conns);
   g_free (pool->dirty);
-  g_hash_table_destroy (pool->rmw_busy);
   nbdc_export_clear (&pool->exp);
   nbdc_options_clear (&pool->opts);
   g_mutex_clear (&pool->lock);
@@ -695,10 +694,21 @@ nbdc_pool_open (const NbdcOptions *opts, const NbdcPoolConfig *cfg,
                       : NBD_DEFAULT_MAX_PAYLOAD, NBD_DEFAULT_MAX_PAYLOAD);
   max -= max % min;
   pool->max_payload = MAX (max, min);
+  /* "Size constraints": offset and length MUST be multiples of the minimum
+   * block and MUST NOT pass the export size, so the bytes after the last
+   * whole block cannot be reached ("the client would be unable to access
+   * the final few bytes"; the size SHOULD be a multiple). Expose what we
+   * can address, as kernel mode does with its block size. */
+  pool->size = first.size - first.size % min;
+  if (pool->size != first.size)
+    g_warning ("the export's size (%" G_GUINT64_FORMAT " bytes) is not a "
+               "multiple of its minimum block size (%u): the last %"
+               G_GUINT64_FORMAT " bytes cannot be addressed; using %"
+               G_GUINT64_FORMAT " bytes", first.size, min,
+               first.size - pool->size, pool->size);
   pool->conns = g_new0 (NbdConn *, n);
   pool->dirty = g_new0 (gboolean, n);
-  pool->rmw_busy = g_hash_table_new_full (g_int64_hash, g_int64_equal,
-                                          g_free, NULL);
+  g_queue_init (&pool->ranges);
   g_cond_init (&pool->recond);
   g_queue_init (&pool->parked);
   pool->rethreads = g_new0 (GThread *, n);
@@ -751,8 +761,10 @@ nbdc_pool_open (const NbdcOptions *opts, const NbdcPoolConfig *cfg,
     pool->n = i + 1;
     nbdc_export_clear (&e);
   }
-  if (exp)
+  if (exp) {
     nbdc_export_copy (exp, &pool->exp);
+    exp->size = pool->size;
+  }
   return pool;
 }
 

@@ -14,7 +14,10 @@
  *    alive) or later on a connection's reader thread. done must not block
  *    for long: it runs on the reader.
  *  - Buffers stay owned by the caller and must stay valid until done.
- *  - Any offset and length inside the export is accepted.
+ *  - Any offset and length inside the (addressable) export is accepted.
+ *  - A write, zero or trim overlapping a read-modify-write in progress
+ *    waits for it, and an RMW waits for overlapping ones in flight
+ *    (blocksize.c); the wait is a queue, never a blocked thread.
  */
 #ifndef NBDCLIENT_POOL_H
 #define NBDCLIENT_POOL_H
@@ -48,7 +51,10 @@ typedef struct {
 } NbdcPoolConfig;
 
 /* Opens and negotiates every connection; checks that all of them agree on
- * size and flags. *exp gets the first connection's export. */
+ * size and flags. *exp gets the first connection's export, with size the
+ * addressable size: the export's rounded down to its minimum block size
+ * (nbd-proto.md "Size constraints": no request may reach the bytes after
+ * the last whole block); every request below is checked against it. */
 NbdPool *nbdc_pool_open (const NbdcOptions *opts, const NbdcPoolConfig *cfg,
                          NbdExport *exp, GError **error);
 const NbdExport *nbdc_pool_export (NbdPool *pool);

@@ -4,7 +4,10 @@
 # aligned to its minimum block size or above its maximum, so any offset and
 # length we accept must come out aligned and split. Minimum 512 and 4096;
 # odd offsets and lengths; concurrent 1-byte writes into one block (the
-# read-modify-write must be serialised or updates are lost).
+# read-modify-write must be serialised or updates are lost); a zero of a
+# block racing an RMW into it; an export whose size is not a multiple of
+# the minimum block, with min = preferred = max = 512, where nbdkit's log
+# filter shows every request and each is checked against the spec.
 # timeout: 90
 source "$SRCDIR/test/functions.sh"
 requires nbdkit --version
@@ -77,5 +80,50 @@ for min in 512 4096; do
   last=$(tail -n2 <<<"$out" | head -n1)
   set -- $last
   [ $(( $1 + $2 )) = 101000 ] || fail "extents do not end at 101000"
+  # A zero of a block racing a 10-byte RMW into it: one must come after
+  # the other (the RMW may not write back the data the zero replaced).
+  out=$("$D" "$sock" zero-race 20 $((min * 5)) $min 2>&1 || true)
+  [ "$out" = ok ] || fail "zero vs rmw race (min=$min): $out"
 done
+
+# ---- size 4000 with minimum 512 (the last 416 bytes unreachable), and
+# min = preferred = max = 512: a padded read must not exceed the maximum ----
+# check_requests LOG SIZE MIN MAX: every request in nbdkit's log is
+# aligned, inside SIZE and (read/write) within MAX ("Size constraints").
+check_requests() {
+  local size=$2 min=$3 max=$4 line n=0 bad=0 re
+  re=' (Read|Write|Trim|Zero|Cache|Extents) id=[0-9]+ offset=(0x[0-9a-f]+) count=(0x[0-9a-f]+)'
+  while IFS= read -r line; do
+    [[ $line =~ $re ]] || continue
+    local type=${BASH_REMATCH[1]} off=$((BASH_REMATCH[2])) cnt=$((BASH_REMATCH[3]))
+    n=$((n + 1))
+    if (( off % min || cnt % min || off + cnt > size )) \
+       || { [[ $type = Read || $type = Write ]] && (( cnt > max )); }; then
+      echo "bad request: $line"; bad=$((bad + 1))
+    fi
+  done <"$1"
+  echo "$n requests checked, $bad bad"
+  [ "$n" -gt 0 ] && [ "$bad" = 0 ]
+}
+sock=$tmp/sock-tail
+start_nbdkit "$sock" --filter=log --filter=blocksize-policy memory 4000 \
+  blocksize-minimum=512 blocksize-preferred=512 blocksize-maximum=512 \
+  blocksize-error-policy=error logfile="$tmp/tail.log"
+out=$("$D" "$sock" info write-pattern 0 3584 7 \
+      check-pattern 500 100 7 check-pattern 3000 584 7 check-pattern 1 3583 7 \
+      write-pattern 500 100 8 check-pattern 500 100 8 check-pattern 0 500 7 \
+      check-pattern 600 2984 7 write-pattern 3583 1 9 check-pattern 3583 1 9 \
+      zero 3 1500 check-pattern 1503 2080 7 trim 100 3484 cache 1 3583 \
+      extents 1 3583 rmw-race 30 1000 zero-race 5 1024 512 2>&1)
+echo "$out"
+grep -q '^size=3584 min=512 pref=512 max=512 ' <<<"$out" \
+  || fail "the size shown is not the export's rounded down to 512"
+[ "$(grep -c '^ok$' <<<"$out")" = 16 ] || fail "I/O at the tail or over max"
+# The unreachable tail: EINVAL here, nothing sent.
+out=$("$D" -k "$sock" check-pattern 3500 100 7 write-pattern 3584 1 1 \
+      zero 3000 600 2>&1 || true)
+[ "$(grep -c 'error EINVAL' <<<"$out")" = 3 ] || fail "tail not refused: $out"
+check_requests "$tmp/tail.log" 4000 512 512 || fail "a request broke the spec"
+grep -q "export's size (4000 bytes) is not a multiple of its minimum block" \
+  <<<"$("$D" "$sock" info 2>&1)" || fail "no warning about the tail"
 echo OK

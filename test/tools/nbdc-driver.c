@@ -25,6 +25,11 @@
  *   parallel-writes N OFF LEN SEED   N pattern writes at once -> ok
  *   rmw-race N OFF              N concurrent 1-byte writes at OFF..OFF+N-1,
  *                               read back and checked -> ok
+ *   zero-race N OFF BS          N times: the block [OFF, +BS) filled,
+ *                               then at once a 10-byte write at OFF+100
+ *                               (an RMW when BS is the minimum block) and
+ *                               a zero of the block; the block must read
+ *                               as one serial order -> ok
  *   sleep SECS                  (for restart tests)
  *   unlink FILE                 remove FILE (flips nbdkit error-file=)
  * A failing command prints "CMD: error ENAME: text" and, without -k, ends
@@ -449,6 +454,53 @@ main (int argc, char **argv)
         g_free (got);
       }
       g_free (vals);
+    }
+    else if (!strcmp (cmd, "zero-race")) {
+      NEED (3);
+      int n = num (argv[++i]);
+      uint64_t off = num (argv[++i]);
+      size_t bs = num (argv[++i]);
+      uint8_t *fill = g_malloc (bs), *got = g_malloc (bs);
+      uint8_t ten[10];
+      int k;
+      for (k = 0; k < n && !err; k++) {
+        for (size_t j = 0; j < bs; j++)
+          fill[j] = pattern (off + j, k + 1) | 1;     /* never zero */
+        memset (ten, 0x40 + k % 64, sizeof ten);
+        err = nbdc_pool_pwrite_sync (pool, fill, bs, off, 0);
+        Batch b;
+        batch_init (&b, 2);
+        if (k % 2) {
+          nbdc_pool_zero (pool, bs, off, 0, batch_done, &b);
+          nbdc_pool_pwrite (pool, ten, sizeof ten, off + 100, 0, batch_done,
+                            &b);
+        }
+        else {
+          nbdc_pool_pwrite (pool, ten, sizeof ten, off + 100, 0, batch_done,
+                            &b);
+          nbdc_pool_zero (pool, bs, off, 0, batch_done, &b);
+        }
+        int e = batch_wait (&b);
+        err = err ? err : e ? e : do_read (got, bs, off);
+        if (err)
+          break;
+        /* Zero last: all zero. Write last: zeroes with the ten bytes. */
+        gboolean zero_last = TRUE, write_last = TRUE;
+        for (size_t j = 0; j < bs; j++) {
+          zero_last &= got[j] == 0;
+          write_last &= got[j] == (j >= 100 && j < 110 ? ten[0] : 0);
+        }
+        if (!zero_last && !write_last) {
+          printf ("%s: iteration %d: the block is neither order of the "
+                  "two requests (a write was lost)\n", cmd, k);
+          failures++;
+          break;
+        }
+      }
+      if (report (cmd, err) && k == n)
+        printf ("ok\n");
+      g_free (fill);
+      g_free (got);
     }
     else if (!strcmp (cmd, "unlink")) {
       NEED (1);
