@@ -268,3 +268,23 @@ md5() {
   if [ -n "${2:-}" ]; then head -c "$2" "$1" | md5sum | cut -d' ' -f1
   else md5sum < "$1" | cut -d' ' -f1; fi
 }
+
+# check_nbdkit_requests LOG SIZE MIN MAX: every request in the log of
+# nbdkit's log filter (logfile=LOG) is aligned to MIN, inside SIZE and,
+# for reads and writes, at most MAX bytes (spec "Size constraints");
+# prints the bad ones. Fails also when the log holds no request.
+check_nbdkit_requests() {
+  local size=$2 min=$3 max=$4 line n=0 bad=0 re
+  re=' (Read|Write|Trim|Zero|Cache|Extents) id=[0-9]+ offset=(0x[0-9a-f]+) count=(0x[0-9a-f]+)'
+  while IFS= read -r line; do
+    [[ $line =~ $re ]] || continue
+    local type=${BASH_REMATCH[1]} off=$((BASH_REMATCH[2])) cnt=$((BASH_REMATCH[3]))
+    n=$((n + 1))
+    if (( off % min || cnt % min || off + cnt > size )) \
+       || { [[ $type = Read || $type = Write ]] && (( cnt > max )); }; then
+      echo "bad request: $line"; bad=$((bad + 1))
+    fi
+  done <"$1"
+  echo "$n requests checked, $bad bad"
+  [ "$n" -gt 0 ] && [ "$bad" = 0 ]
+}

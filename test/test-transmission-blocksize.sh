@@ -88,23 +88,6 @@ done
 
 # ---- size 4000 with minimum 512 (the last 416 bytes unreachable), and
 # min = preferred = max = 512: a padded read must not exceed the maximum ----
-# check_requests LOG SIZE MIN MAX: every request in nbdkit's log is
-# aligned, inside SIZE and (read/write) within MAX ("Size constraints").
-check_requests() {
-  local size=$2 min=$3 max=$4 line n=0 bad=0 re
-  re=' (Read|Write|Trim|Zero|Cache|Extents) id=[0-9]+ offset=(0x[0-9a-f]+) count=(0x[0-9a-f]+)'
-  while IFS= read -r line; do
-    [[ $line =~ $re ]] || continue
-    local type=${BASH_REMATCH[1]} off=$((BASH_REMATCH[2])) cnt=$((BASH_REMATCH[3]))
-    n=$((n + 1))
-    if (( off % min || cnt % min || off + cnt > size )) \
-       || { [[ $type = Read || $type = Write ]] && (( cnt > max )); }; then
-      echo "bad request: $line"; bad=$((bad + 1))
-    fi
-  done <"$1"
-  echo "$n requests checked, $bad bad"
-  [ "$n" -gt 0 ] && [ "$bad" = 0 ]
-}
 sock=$tmp/sock-tail
 start_nbdkit "$sock" --filter=log --filter=blocksize-policy memory 4000 \
   blocksize-minimum=512 blocksize-preferred=512 blocksize-maximum=512 \
@@ -123,7 +106,7 @@ grep -q '^size=3584 min=512 pref=512 max=512 ' <<<"$out" \
 out=$("$D" -k "$sock" check-pattern 3500 100 7 write-pattern 3584 1 1 \
       zero 3000 600 2>&1 || true)
 [ "$(grep -c 'error EINVAL' <<<"$out")" = 3 ] || fail "tail not refused: $out"
-check_requests "$tmp/tail.log" 4000 512 512 || fail "a request broke the spec"
+check_nbdkit_requests "$tmp/tail.log" 4000 512 512 || fail "a request broke the spec"
 grep -q "export's size (4000 bytes) is not a multiple of its minimum block" \
   <<<"$("$D" "$sock" info 2>&1)" || fail "no warning about the tail"
 echo OK

@@ -1,5 +1,10 @@
 #!/usr/bin/env bash
-# Two writes in flight on one block through a FUSE mount, checked on data.
+# The block-size layer through a FUSE mount.
+# 1. An export of 4000 bytes with minimum block 512: the file shows 3584
+#    bytes (the last 416 cannot be addressed: spec "Size constraints"), and
+#    all of it reads and writes; nbdkit's log shows no request past 3584,
+#    unaligned or over the maximum (min = preferred = max = 512).
+# 2. Two writes in flight on one block, checked on data.
 # nbdkit's blocksize-policy makes the minimum block 4096, so a 10-byte
 # write is a read-modify-write (RMW) of its block. test/tools/aio-pair
 # submits, in one io_submit (Linux AIO: the kernel serialises synchronous
@@ -20,6 +25,25 @@ requires_nbdkit_filter blocksize-policy
 A=$TOOLS/aio-pair
 
 mnt=$tmp/mnt
+sock=$tmp/sock-tail
+start_nbdkit "$sock" --filter=log --filter=blocksize-policy memory 4000 \
+  blocksize-minimum=512 blocksize-preferred=512 blocksize-maximum=512 \
+  blocksize-error-policy=error logfile="$tmp/tail.log"
+start_nbdfs "$mnt" "$sock"
+[ "$(stat -c %s "$mnt/disk")" = 3584 ] || fail "size shown: not 3584"
+head -c 3584 /dev/urandom >"$tmp/data"
+dd if="$tmp/data" of="$mnt/disk" bs=700 conv=notrunc,fsync status=none \
+  || fail "writing the whole file"
+cat "$mnt/disk" >"$tmp/back" || fail "reading the whole file"
+cmp "$tmp/data" "$tmp/back" || fail "read back differs"
+dd if="$mnt/disk" of=/dev/null bs=100 skip=35 iflag=direct status=none \
+  || fail "O_DIRECT read of the tail"
+stop_nbdfs "$mnt"
+grep -Eq ' (Read|Write) id=[0-9]+ offset=0xc00 count=0x200 ' "$tmp/tail.log" \
+  || fail "the last block was never read or written"
+check_nbdkit_requests "$tmp/tail.log" 4000 512 512 \
+  || fail "a request was unaligned, past 3584 or over the maximum"
+
 sock=$tmp/sock
 # The delay filter (writes land 2 ms late) lets an aligned write land inside
 # the window between an RMW's READ and its WRITE
