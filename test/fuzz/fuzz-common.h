@@ -10,7 +10,9 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <stdio.h>
 #include <glib.h>
+#include "nbdclient/protocol.h"
 
 int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize (int *argc, char ***argv);
@@ -117,6 +119,103 @@ fuzz_init_logging (void)
   g_log_set_writer_func (fuzz_log_writer, NULL, NULL);
   /* g_critical (a g_return_if_fail on server input) is a bug: crash. */
   g_log_set_always_fatal (G_LOG_LEVEL_CRITICAL | G_LOG_LEVEL_ERROR);
+}
+
+/* What a fuzzing server negotiated, for fuzz_check_request. */
+typedef struct {
+  uint64_t size;              /* as sent in NBD_INFO_EXPORT */
+  uint32_t min_block;         /* advertised, else 1 */
+  uint32_t max_payload;       /* advertised, else 32 MiB ("Size
+                                 constraints": a client SHOULD keep READ
+                                 and WRITE to that without advertisement) */
+  uint16_t eflags;
+  gboolean structured;
+  gboolean base_allocation;   /* a context was granted */
+} FuzzNegotiated;
+
+#define FUZZ_REQ_CHECK(cond, what)                                       \
+  do {                                                                   \
+    if (!(cond)) {                                                       \
+      fprintf (stderr, "fuzz: the client broke the spec: %s (type %u, "  \
+               "flags 0x%x, offset %llu, count %u; size %llu, min %u, "  \
+               "max %u, eflags 0x%x)\n", what, type, flags,              \
+               (unsigned long long) offset, count,                       \
+               (unsigned long long) n->size, n->min_block,               \
+               n->max_payload, n->eflags);                               \
+      abort ();                                                          \
+    }                                                                    \
+  } while (0)
+
+/* One request header as the client sent it, checked against the spec
+ * (doc/proto.md "Request message", "Size constraints", "Request types",
+ * "Command flags") and what was negotiated: a violation aborts, so
+ * libFuzzer keeps the input. The magic is checked by the caller. */
+static inline void
+fuzz_check_request (const FuzzNegotiated *n, uint16_t type, uint16_t flags,
+                    uint64_t offset, uint32_t count)
+{
+  uint16_t ef = n->eflags;
+  switch (type) {
+  case NBD_CMD_READ: case NBD_CMD_DISC:
+    break;
+  case NBD_CMD_WRITE:
+    FUZZ_REQ_CHECK (!(ef & NBD_FLAG_READ_ONLY), "write to a read-only export");
+    break;
+  case NBD_CMD_FLUSH:
+    FUZZ_REQ_CHECK (ef & NBD_FLAG_SEND_FLUSH, "FLUSH not advertised");
+    break;
+  case NBD_CMD_TRIM:
+    FUZZ_REQ_CHECK (ef & NBD_FLAG_SEND_TRIM, "TRIM not advertised");
+    FUZZ_REQ_CHECK (!(ef & NBD_FLAG_READ_ONLY), "trim of a read-only export");
+    break;
+  case NBD_CMD_CACHE:
+    FUZZ_REQ_CHECK (ef & NBD_FLAG_SEND_CACHE, "CACHE not advertised");
+    break;
+  case NBD_CMD_WRITE_ZEROES:
+    FUZZ_REQ_CHECK (ef & NBD_FLAG_SEND_WRITE_ZEROES,
+                    "WRITE_ZEROES not advertised");
+    FUZZ_REQ_CHECK (!(ef & NBD_FLAG_READ_ONLY), "zero of a read-only export");
+    break;
+  case NBD_CMD_BLOCK_STATUS:
+    FUZZ_REQ_CHECK (n->structured && n->base_allocation,
+                    "BLOCK_STATUS without structured replies and a context");
+    break;
+  default:
+    FUZZ_REQ_CHECK (0, "unknown or unnegotiated command");
+  }
+  /* "Command flags": each flag only where it applies and was offered. */
+  FUZZ_REQ_CHECK (!(flags & ~(NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE
+                              | NBD_CMD_FLAG_DF | NBD_CMD_FLAG_REQ_ONE
+                              | NBD_CMD_FLAG_FAST_ZERO)),
+                  "unknown or unnegotiated command flag");
+  if (flags & NBD_CMD_FLAG_FUA)
+    FUZZ_REQ_CHECK (ef & NBD_FLAG_SEND_FUA, "FUA not advertised");
+  if (flags & NBD_CMD_FLAG_NO_HOLE)
+    FUZZ_REQ_CHECK (type == NBD_CMD_WRITE_ZEROES, "NO_HOLE off WRITE_ZEROES");
+  if (flags & NBD_CMD_FLAG_FAST_ZERO)
+    FUZZ_REQ_CHECK (type == NBD_CMD_WRITE_ZEROES
+                    && (ef & NBD_FLAG_SEND_FAST_ZERO), "FAST_ZERO misused");
+  if (flags & NBD_CMD_FLAG_DF)
+    FUZZ_REQ_CHECK (type == NBD_CMD_READ && n->structured
+                    && (ef & NBD_FLAG_SEND_DF), "DF misused");
+  if (flags & NBD_CMD_FLAG_REQ_ONE)
+    FUZZ_REQ_CHECK (type == NBD_CMD_BLOCK_STATUS, "REQ_ONE off BLOCK_STATUS");
+  if (type == NBD_CMD_DISC) {
+    FUZZ_REQ_CHECK (offset == 0 && count == 0,
+                    "DISC with a nonzero offset or length");
+    return;
+  }
+  if (type == NBD_CMD_FLUSH)
+    return;
+  /* "Size constraints": aligned, inside the export, payload bounded. */
+  uint32_t min = n->min_block ? n->min_block : 1;
+  FUZZ_REQ_CHECK (offset % min == 0 && count % min == 0,
+                  "not a multiple of the minimum block size");
+  FUZZ_REQ_CHECK (offset <= n->size && count <= n->size - offset,
+                  "offset + length past the end of the export");
+  if (type == NBD_CMD_WRITE || type == NBD_CMD_READ)
+    FUZZ_REQ_CHECK (count <= n->max_payload,
+                    "payload over the maximum block size");
 }
 
 #endif

@@ -11,12 +11,19 @@
  * outside the request, garbage then EOF, or a hang-up. Once the input is
  * used up it answers correctly, so every run ends.
  *
- * The client side runs a fixed list of unaligned operations. Invariants:
- * every done() exactly once with 0 or a positive errno; extents inside the
- * asked range; no crash, leak or UB; and, as in fuzz-conn, each input runs
- * twice with read buffers pre-filled 0x00 / 0xff: when both runs had the
- * same transcript (every byte both ways, in order) and results, a
- * successful read must hold the same bytes in both.
+ * Every request the client sends is checked against the spec and what
+ * was negotiated (fuzz_check_request: command and flags offered, offset
+ * and length aligned to the minimum block and inside the export, payload
+ * within the maximum; nothing after NBD_CMD_DISC); a violation aborts.
+ *
+ * The client side runs a fixed list of unaligned operations one at a
+ * time, then a concurrent batch (run_concurrent, below). Invariants: every
+ * done() exactly once with 0 or a positive errno; extents inside the
+ * asked range; no crash, leak or UB; a successful one-at-a-time read
+ * returns exactly the server's disk (this server sends holes only where
+ * the disk is zero); the concurrent batch leaves every byte as some order
+ * of its operations would. Each input runs twice, read buffers pre-filled
+ * 0x00 / 0xff, so no coincidence hides a byte the server never sent.
  */
 #include <stdio.h>
 #include <sys/un.h>
@@ -81,6 +88,7 @@ typedef struct {
   int fd;
   gboolean structured;
   uint64_t size;
+  FuzzNegotiated neg;         /* every request is checked against it */
   uint8_t *disk;
   /* FNV-1a over everything received and sent, in order: two runs with
    * the same transcript showed the client exactly the same bytes. */
@@ -181,7 +189,7 @@ negotiate (Srv *s, uint8_t mode)
       return FALSE;
     switch (opt) {
     case NBD_OPT_STRUCTURED_REPLY:
-      s->structured = !(mode & 1);
+      s->structured = s->neg.structured = !(mode & 1);
       opt_reply (s, opt, s->structured ? NBD_REP_ACK : NBD_REP_ERR_UNSUP,
                  NULL, 0);
       break;
@@ -192,18 +200,22 @@ negotiate (Srv *s, uint8_t mode)
       memcpy (m + 4, "base:allocation", 15);
       if (!(mode & 2))
         opt_reply (s, opt, NBD_REP_META_CONTEXT, m, sizeof m);
+      s->neg.base_allocation = !(mode & 2);
       opt_reply (s, opt, NBD_REP_ACK, NULL, 0);
       break;
     }
     case NBD_OPT_GO: {
+      s->neg.size = s->size;
+      s->neg.eflags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH
+        | NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_CACHE | NBD_FLAG_SEND_DF
+        | (mode & 4 ? NBD_FLAG_SEND_FUA : 0)
+        | (mode & 8 ? NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_SEND_FAST_ZERO
+           : 0);
+      s->neg.min_block = 1;
+      s->neg.max_payload = NBD_DEFAULT_MAX_PAYLOAD;
       struct nbd_info_export ie = {
         GUINT16_TO_BE (NBD_INFO_EXPORT), GUINT64_TO_BE (s->size),
-        GUINT16_TO_BE (NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH
-                       | NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_CACHE
-                       | NBD_FLAG_SEND_DF
-                       | (mode & 4 ? NBD_FLAG_SEND_FUA : 0)
-                       | (mode & 8 ? NBD_FLAG_SEND_WRITE_ZEROES
-                          | NBD_FLAG_SEND_FAST_ZERO : 0)),
+        GUINT16_TO_BE (s->neg.eflags),
       };
       opt_reply (s, opt, NBD_REP_INFO, &ie, sizeof ie);
       if (mode & 0x10) {
@@ -213,6 +225,10 @@ negotiate (Srv *s, uint8_t mode)
         uint32_t max = pref * (1 + fz8 (&s->fz) % 48);
         if (mode & 0x20)
           max = fz32 (&s->fz);
+        /* nbdfs asks for NBD_INFO_BLOCK_SIZE in GO, so it MUST abide by
+         * these ("Size constraints"). */
+        s->neg.min_block = min;
+        s->neg.max_payload = max;
         struct nbd_info_block_size ib = {
           GUINT16_TO_BE (NBD_INFO_BLOCK_SIZE), GUINT32_TO_BE (min),
           GUINT32_TO_BE (pref), GUINT32_TO_BE (max),
@@ -282,6 +298,10 @@ reply_ok (Srv *s, uint16_t type, uint64_t cookie, uint64_t off,
       chunk (s, split == count ? NBD_REPLY_FLAG_DONE : 0,
              NBD_REPLY_TYPE_OFFSET_DATA, cookie, &o1, 8, src, split);
     if (split < count) {
+      /* A hole only where the disk is zero: this server lies only on
+       * purpose (the cases below), so the concurrent check can trust it. */
+      for (uint32_t k = split; hole && k < count; k++)
+        hole = src[k] == 0;
       if (hole) {
         struct nbd_structured_reply_offset_hole h = {
           GUINT64_TO_BE (off + split), GUINT32_TO_BE (count - split),
@@ -339,9 +359,7 @@ serve (gpointer data)
     return NULL;
   uint8_t mode = fz8 (&s->fz);
   s->size = fz32 (&s->fz) % MAX_SIZE;
-  s->disk = g_malloc0 (MAX_SIZE);
-  for (size_t i = 0; i < MAX_SIZE; i++)
-    s->disk[i] = (uint8_t) (i * 31 + 7);
+  gboolean disc = FALSE;
   if (!negotiate (s, mode))
     goto out;
   for (;;) {
@@ -357,8 +375,13 @@ serve (gpointer data)
     uint64_t cookie = GUINT64_FROM_BE (r.cookie);
     uint64_t off = GUINT64_FROM_BE (r.offset);
     uint32_t count = GUINT32_FROM_BE (r.count);
-    if (type == NBD_CMD_DISC)
+    FUZZ_CHECK (GUINT32_FROM_BE (r.magic) == NBD_REQUEST_MAGIC);
+    fuzz_check_request (&s->neg, type, GUINT16_FROM_BE (r.flags), off,
+                        count);
+    if (type == NBD_CMD_DISC) {
+      disc = TRUE;
       break;
+    }
     if (type == NBD_CMD_WRITE) {
       if (count > 64 * 1024 * 1024)
         break;
@@ -419,11 +442,12 @@ out:
     shutdown (s->fd, SHUT_WR);
     char buf[4096];
     while (recv (s->fd, buf, sizeof buf, 0) > 0)
-      ;
+      /* "A client MUST NOT send anything to the server after sending an
+       * NBD_CMD_DISC command." */
+      FUZZ_CHECK (!disc);
     close (s->fd);
   }
-  g_free (s->disk);
-  return NULL;
+  return NULL;                /* s->disk: run_once frees it */
 }
 
 /* ---- the client ---- */
@@ -476,17 +500,175 @@ w_wait (Wait *w)
 #define N_OPS 11
 
 typedef struct {
-  uint64_t transcript;
+  uint64_t transcript;        /* of the one-at-a-time phase */
   int err[N_OPS];
   uint8_t *rbuf[N_OPS];
   size_t rlen[N_OPS];
+  int verdict;                /* concurrent phase: ops checked, -1 none */
+  int reads_checked;          /* one-at-a-time reads matched the disk */
 } Run;
+
+/* ---- the concurrent phase ----
+ * N_CONC operations chosen by a PRNG seeded from the input, all in flight
+ * at once on a window of a few blocks: small unaligned writes (RMW),
+ * aligned and block-crossing writes, zeroes, trims, reads. The disk is read
+ * before and after; then byte by byte: a byte no write, zero or trim
+ * covered is unchanged; a byte covered only by successful ones holds the
+ * value of one of them (the last in some order); a failed one may or may
+ * not have landed; under a trim anything goes. A read in the batch sees,
+ * per byte, the old value or one of the covering writes'. This catches a
+ * lost update (an RMW writing back the old block over a write that
+ * overlapped it) and bytes the server never sent. */
+#define N_CONC 8
+
+typedef struct {
+  char op;                    /* w write, z zero, t trim, r read */
+  uint64_t off;
+  uint32_t len;
+  uint8_t *buf;               /* write data / read result */
+  Wait w;
+} Conc;
+
+static uint64_t
+rng_next (uint64_t *x)
+{
+  *x ^= *x << 13;
+  *x ^= *x >> 7;
+  *x ^= *x << 17;
+  return *x;
+}
+
+/* May byte j hold v, given the ops in c (before: its value before)? */
+static gboolean
+conc_allowed (const Conc *c, int n, uint64_t j, uint8_t before, uint8_t v,
+              gboolean is_final)
+{
+  gboolean covered = FALSE, failed = FALSE;
+  for (int i = 0; i < n; i++) {
+    if (c[i].op == 'r' || j < c[i].off || j >= c[i].off + c[i].len)
+      continue;
+    if (c[i].op == 't')
+      return TRUE;            /* trimmed: unspecified */
+    covered = TRUE;
+    if (c[i].w.err)
+      failed = TRUE;
+    if (v == (c[i].op == 'z' ? 0 : c[i].buf[j - c[i].off]))
+      return TRUE;
+  }
+  /* A read in flight may still see the old value; so may the final read
+   * where nothing (or only something that failed) covered the byte. */
+  return v == before && (!is_final || !covered || failed);
+}
+
+static int
+run_concurrent (NbdPool *pool, const NbdExport *exp, uint64_t seed,
+                uint8_t fill)
+{
+  uint32_t bs = MAX (exp->min_block, 512u);
+  uint64_t win = MIN (exp->size, (uint64_t) bs * 4);
+  if (win == 0)
+    return -1;
+  uint8_t *before = g_malloc (win), *after = g_malloc (win);
+  int verdict = -1;
+  if (nbdc_pool_pread_sync (pool, before, win, 0) != 0)
+    goto out;
+  Conc c[N_CONC];
+  uint64_t x = seed | 1;
+  for (int i = 0; i < N_CONC; i++) {
+    static const char kinds[] = "wwwwzztr";
+    char op = kinds[rng_next (&x) % 8];
+    uint64_t off, len;
+    unsigned shape = rng_next (&x) % 3;
+    if (shape == 1 && win < bs)
+      shape = 2;
+    switch (shape) {
+    case 0:                   /* small, inside one block (RMW) */
+      off = rng_next (&x) % win;
+      len = 1 + rng_next (&x) % MIN (16, win - off);
+      break;
+    case 1: {                 /* whole blocks */
+      off = rng_next (&x) % (win / bs) * bs;
+      uint64_t blocks = 1 + rng_next (&x) % 2;   /* not inside MIN () */
+      len = MIN (win - off, bs * blocks);
+      break;
+    }
+    default:                  /* anything, crossing blocks */
+      off = rng_next (&x) % win;
+      len = 1 + rng_next (&x) % (win - off);
+      break;
+    }
+    c[i] = (Conc) { .op = op, .off = off, .len = len,
+                    .w = { .start = off, .end = off + len, .next = off } };
+    c[i].buf = g_malloc (len);
+    if (op == 'r')
+      memset (c[i].buf, fill, len);
+    else
+      for (uint64_t k = 0; k < len; k++)
+        c[i].buf[k] = (uint8_t) (rng_next (&x) >> 32);
+    g_mutex_init (&c[i].w.lock);
+    g_cond_init (&c[i].w.cond);
+  }
+  for (int i = 0; i < N_CONC; i++) {
+    Conc *o = &c[i];
+    switch (o->op) {
+    case 'w':
+      nbdc_pool_pwrite (pool, o->buf, o->len, o->off, 0, w_done, &o->w);
+      break;
+    case 'z':
+      nbdc_pool_zero (pool, o->len, o->off, 0, w_done, &o->w);
+      break;
+    case 't':
+      nbdc_pool_trim (pool, o->len, o->off, 0, w_done, &o->w);
+      break;
+    case 'r':
+      nbdc_pool_pread (pool, o->buf, o->len, o->off, w_done, &o->w);
+      break;
+    }
+  }
+  int failed = 0;
+  for (int i = 0; i < N_CONC; i++) {
+    c[i].w.err = w_wait (&c[i].w);
+    failed += c[i].w.err != 0;
+    if (g_getenv ("NBDFS_FUZZ_VERBOSE"))
+      fprintf (stderr, "fuzz-pool: concurrent op %d: %c %" G_GUINT64_FORMAT
+               "+%u: %s\n", i, c[i].op, c[i].off, c[i].len,
+               c[i].w.err ? g_strerror (c[i].w.err) : "ok");
+  }
+  if (nbdc_pool_pread_sync (pool, after, win, 0) == 0) {
+    for (uint64_t j = 0; j < win; j++)
+      if (!conc_allowed (c, N_CONC, j, before[j], after[j], TRUE)) {
+        fprintf (stderr, "fuzz-pool: byte %" G_GUINT64_FORMAT " is 0x%02x "
+                 "after the concurrent batch (0x%02x before): no order of "
+                 "the operations leaves that\n", j, after[j], before[j]);
+        FUZZ_CHECK (!"lost or invented update");
+      }
+    for (int i = 0; i < N_CONC; i++)
+      for (uint32_t k = 0; c[i].op == 'r' && !c[i].w.err && k < c[i].len; k++)
+        if (!conc_allowed (c, N_CONC, c[i].off + k, before[c[i].off + k],
+                           c[i].buf[k], FALSE)) {
+          fprintf (stderr, "fuzz-pool: concurrent read %d: byte %"
+                   G_GUINT64_FORMAT " is 0x%02x: neither old nor written\n",
+                   i, c[i].off + k, c[i].buf[k]);
+          FUZZ_CHECK (!"read returned bytes nobody wrote");
+        }
+    verdict = N_CONC - failed;
+  }
+  for (int i = 0; i < N_CONC; i++)
+    g_free (c[i].buf);
+out:
+  g_free (before);
+  g_free (after);
+  return verdict;
+}
 
 static void
 run_once (const uint8_t *data, size_t size, uint8_t fill, Run *run)
 {
   Srv s = { .fz = { data, size }, .fd = -1,
             .transcript = 0xcbf29ce484222325ull };
+  s.disk = g_malloc0 (MAX_SIZE);
+  for (size_t i = 0; i < MAX_SIZE; i++)
+    s.disk[i] = (uint8_t) (i * 31 + 7);
   GThread *th = g_thread_new ("fuzz-server", serve, &s);
   NbdcOptions opts = { 0 };
   opts.tls = NBDC_TLS_OFF;
@@ -506,6 +688,7 @@ run_once (const uint8_t *data, size_t size, uint8_t fill, Run *run)
     g_clear_error (&err);
     for (int i = 0; i < N_OPS; i++)
       run->err[i] = -1;
+    run->verdict = -1;
     goto out;
   }
   uint64_t esz = exp.size;
@@ -566,13 +749,32 @@ run_once (const uint8_t *data, size_t size, uint8_t fill, Run *run)
       break;
     }
     run->err[i] = w_wait (&w);
+    /* One at a time, so the server (waiting for the next request, or
+     * gone) holds still: a successful read returns exactly its disk. */
+    if (ops[i].op == 'r' && run->err[i] == 0) {
+      if (memcmp (run->rbuf[i], s.disk + off, count) != 0) {
+        fprintf (stderr, "op %d: a successful read of %" G_GUINT64_FORMAT
+                 "+%u differs from what the server has\n", i, off, count);
+        FUZZ_CHECK (!"read returned bytes the server did not send");
+      }
+      run->reads_checked++;
+    }
   }
+  /* Every reply of that phase has been mixed in (the server mixes before
+   * it sends); the concurrent phase's order depends on thread timing. */
+  run->transcript = s.transcript;
+  uint64_t seed = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i < size; i++)
+    seed = (seed ^ data[i]) * 0x100000001b3ull;
+  run->verdict = run_concurrent (pool, &exp, seed, fill);
   nbdc_pool_close (pool);
 out:
   nbdc_export_clear (&exp);
   nbdc_options_clear (&opts);
   g_thread_join (th);
-  run->transcript = s.transcript;
+  if (pool == NULL)
+    run->transcript = s.transcript;
+  g_free (s.disk);
 }
 
 int
@@ -588,6 +790,10 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   if (g_getenv ("NBDFS_FUZZ_VERBOSE"))
     fprintf (stderr, "fuzz-pool: transcripts %s\n", same ? "identical"
              : "differ (no verdict on read contents)");
+  if (g_getenv ("NBDFS_FUZZ_VERBOSE"))
+    fprintf (stderr, "fuzz-pool: concurrent: %d / %d ops ok and checked; "
+             "%d / %d reads matched the server's disk\n", a.verdict,
+             b.verdict, a.reads_checked, b.reads_checked);
   for (int i = 0; i < N_OPS; i++) {
     if (g_getenv ("NBDFS_FUZZ_VERBOSE"))
       fprintf (stderr, "fuzz-pool: op %d: %s / %s\n", i,
