@@ -50,6 +50,8 @@ typedef struct {
   /* Optional: read this many bytes of client requests before replying
    * (so slot numbers, hence cookies, are deterministic). */
   size_t wait_for;
+  /* Optional: called with those wait_for bytes, to check them. */
+  void (*check) (const uint8_t *req, size_t len);
   GThread *thread;
 } FuzzServer;
 
@@ -63,13 +65,17 @@ fuzz_server_run (gpointer p)
       return NULL;
   }
   char buf[65536];
+  uint8_t *reqs = g_malloc (s->wait_for + 1);
   size_t got = 0;
   while (got < s->wait_for) {
-    ssize_t r = recv (s->fd, buf, MIN (sizeof buf, s->wait_for - got), 0);
+    ssize_t r = recv (s->fd, reqs + got, s->wait_for - got, 0);
     if (r <= 0)
       break;
     got += r;
   }
+  if (s->check && got == s->wait_for)
+    s->check (reqs, got);
+  g_free (reqs);
   size_t off = 0;
   while (off < s->size) {
     ssize_t r = send (s->fd, s->data + off, s->size - off, MSG_NOSIGNAL);

@@ -79,6 +79,40 @@ on_extent (void *opaque, uint64_t offset, uint64_t length, uint32_t flags)
   res->extents++;
 }
 
+/* What conn.c put on the wire: each request as submitted, in order (one
+ * thread submits them), with the request magic, distinct cookies and the
+ * WRITE payload after its header (doc/proto.md "Request message"). What
+ * to send is the upper layer's choice (fuzz-pool checks that against the
+ * negotiation); conn.c must encode it exactly. */
+static const uint8_t wbuf[512] = { 1, 2, 3, 4, 5, 6, 7, 8 };
+
+static void
+check_wire (const uint8_t *p, size_t len)
+{
+  uint64_t cookies[N_REQS];
+  size_t at = 0;
+  for (size_t i = 0; i < N_REQS; i++) {
+    struct nbd_request r;
+    FUZZ_CHECK (len - at >= sizeof r);
+    memcpy (&r, p + at, sizeof r);
+    at += sizeof r;
+    FUZZ_CHECK (GUINT32_FROM_BE (r.magic) == NBD_REQUEST_MAGIC);
+    FUZZ_CHECK (GUINT16_FROM_BE (r.type) == reqs[i].type);
+    FUZZ_CHECK (GUINT16_FROM_BE (r.flags) == reqs[i].flags);
+    FUZZ_CHECK (GUINT64_FROM_BE (r.offset) == reqs[i].offset);
+    FUZZ_CHECK (GUINT32_FROM_BE (r.count) == reqs[i].count);
+    cookies[i] = r.cookie;
+    for (size_t k = 0; k < i; k++)
+      FUZZ_CHECK (cookies[k] != cookies[i]);
+    if (reqs[i].type == NBD_CMD_WRITE) {
+      FUZZ_CHECK (len - at >= reqs[i].count);
+      FUZZ_CHECK (memcmp (p + at, wbuf, reqs[i].count) == 0);
+      at += reqs[i].count;
+    }
+  }
+  FUZZ_CHECK (at == len);
+}
+
 int
 LLVMFuzzerInitialize (int *argc, char ***argv)
 {
@@ -94,7 +128,6 @@ run_once (const uint8_t *data, size_t size, gboolean structured,
   int sv[2];
   if (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
     abort ();
-  static uint8_t wbuf[512];
   size_t req_bytes = 0;
   for (size_t i = 0; i < N_REQS; i++) {
     req_bytes += sizeof (struct nbd_request);
@@ -102,7 +135,8 @@ run_once (const uint8_t *data, size_t size, gboolean structured,
       req_bytes += reqs[i].count;
   }
   FuzzServer srv = { .fd = sv[1], .listen_fd = -1, .data = data,
-                     .size = size, .wait_for = req_bytes };
+                     .size = size, .wait_for = req_bytes,
+                     .check = check_wire };
   fuzz_server_start (&srv);
 
   NbdExport exp = {
@@ -125,7 +159,7 @@ run_once (const uint8_t *data, size_t size, gboolean structured,
     NbdcCmd cmd = {
       .type = r->type, .flags = r->flags, .offset = r->offset,
       .count = r->count,
-      .buf = r->type == NBD_CMD_WRITE ? wbuf : res[i].buf,
+      .buf = r->type == NBD_CMD_WRITE ? (void *) wbuf : res[i].buf,
       .extent = r->type == NBD_CMD_BLOCK_STATUS ? on_extent : NULL,
       .done = on_done, .opaque = &res[i],
     };
