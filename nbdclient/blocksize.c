@@ -156,10 +156,13 @@ range_acquire (NbdPool *pool, RangeLock *l)
     return;
   }
   g_mutex_lock (&pool->lock);
-  l->granted = !range_blocked (pool, NULL, l);
+  /* A local copy: once unlocked, a release on another thread may grant
+   * (and start) a waiting l, setting l->granted under our feet. */
+  gboolean now = !range_blocked (pool, NULL, l);
+  l->granted = now;
   g_queue_push_tail (&pool->ranges, l);
   g_mutex_unlock (&pool->lock);
-  if (l->granted)
+  if (now)
     l->go (l);
 }
 
