@@ -33,6 +33,9 @@ ROWS = [
     ("lat-read-4k-qd1 p50", "lat-read-4k-qd1", ("fio", "read", "p50"), "µs", False, ("<=", 1.0)),
     ("lat-read-4k-qd1 p99", "lat-read-4k-qd1", ("fio", "read", "p99"), "µs", False, None),
     ("dd-read (buffered)", "dd-read", ("rate",), "MiB/s", True, (">=", 1.5)),
+    # The same with nbdfuse's readahead set to nbdfs's: how much of the
+    # dd-read gain is the larger readahead alone. No target: it explains.
+    ("dd-read (same readahead)", "dd-read-same-ra", ("rate",), "MiB/s", True, None),
     ("dd-write (buffered)", "dd-write", ("rate",), "MiB/s", True, None),
     ("real-use ext4 total", "real-use", ("seconds",), "s", False, ("<=", 1.0)),
 ]
@@ -111,7 +114,9 @@ def main():
     ap.add_argument("--load", default="unknown")
     ap.add_argument("--transports", required=True)
     ap.add_argument("--tests", required=True)
+    ap.add_argument("--conns", default="4")
     a = ap.parse_args()
+    cpus = os.cpu_count()
     raw = os.path.join(a.out, "raw")
     transports = a.transports.split()
     tests = set(a.tests.split())
@@ -121,22 +126,44 @@ def main():
         for name, test, how, unit, higher, target in ROWS:
             if test not in tests:
                 continue
-            samples, med = {}, {}
+            samples, med, failed, loads = {}, {}, 0, []
             for c in CLIENTS:
                 vals = []
                 for path in sorted(glob.glob(os.path.join(raw, t, test, c + "-*.json"))):
                     try:
+                        with open(path[:-len(".json")] + ".load") as f:
+                            ld = json.load(f)
+                        loads += [ld["load_before"], ld["load_after"]]
+                    except Exception:   # no load figure: counted below
+                        loads.append(None)
+                    try:
                         vals.append(sample_value(load_json(path), how))
                     except Exception as e:  # one bad sample: report, go on
+                        failed += 1
                         where = problems.setdefault("%s %s: %s" % (t, c, e), [])
                         if name not in where:
                             where.append(name)
+                # A sample that never ran (no file) is a failed one too.
+                failed += max(0, a.runs - len(glob.glob(
+                    os.path.join(raw, t, test, c + "-*.json"))))
                 samples[c] = vals
                 med[c] = statistics.median(vals) if vals else None
             r_fuse = ratio(med["nbdfs"], med["nbdfuse"])
             r_ceil = ratio(med["nbdfs"], med["ceiling"])
             met = None
-            if target and r_fuse is not None:
+            known = [x for x in loads if x is not None]
+            load_lo = min(known) if known else None
+            load_hi = max(known) if known else None
+            # A verdict needs every sample, and a machine that was not
+            # busier than its CPUs during any of them.
+            refused = None
+            if failed:
+                refused = "%d failed sample(s)" % failed
+            elif load_hi is None or len(known) != len(loads):
+                refused = "load not recorded"
+            elif load_hi > cpus:
+                refused = "load %.2f > %d CPUs" % (load_hi, cpus)
+            if target and r_fuse is not None and refused is None:
                 op, want = target
                 met = r_fuse >= want if op == ">=" else r_fuse <= want
             rows.append(dict(transport=t, test=name, unit=unit,
@@ -144,7 +171,8 @@ def main():
                              median=med, nbdfs_over_nbdfuse=r_fuse,
                              nbdfs_over_ceiling=r_ceil,
                              target=("%s %.2f" % target) if target else None,
-                             met=met))
+                             met=met, refused=refused, failed_samples=failed,
+                             load_min=load_lo, load_max=load_hi))
         # Per fio test and client: the FUSE queue depth the kernel reached,
         # and the CPU the FUSE daemon and nbdkit spent per I/O.
         for test in [r[1] for r in ROWS if r[2][0] == "fio"]:
@@ -194,26 +222,50 @@ def main():
                   a.size, a.runs, a.runtime, a.files, a.elapsed, a.load))
     md.append("Ceiling = no FUSE: fio's nbd engine (libnbd) for fio rows, "
               "nbdcopy for dd rows, a loop device on a RAM file (no NBD) for "
-              "real-use. Targets compare nbdfs/nbdfuse.")
+              "real-use. Targets compare nbdfs/nbdfuse. Every client uses %s "
+              "connections (-C %s passed to nbdfs, nbdfuse and nbdcopy; fio's "
+              "nbd engine opens one per job, so ceiling rows with a total queue "
+              "depth >= %s run %s jobs sharing it). A verdict is refused when "
+              "any sample of its row failed or the 1-minute load average "
+              "exceeded the %d CPUs during one; 'load' is the range seen over "
+              "the row's samples." % (a.conns, a.conns, a.conns, a.conns, cpus))
+    ra = []
+    for t in transports:
+        for c in ("nbdfs", "nbdfuse"):
+            try:
+                with open(os.path.join(raw, "%s-%s.readahead_kb" % (t, c))) as f:
+                    ra.append("%s %s %s KiB" % (t, c, f.read().strip()))
+            except OSError:
+                ra.append("%s %s unknown" % (t, c))
+    md.append("")
+    md.append("Readahead of each FUSE mount (bdi read_ahead_kb, as the client "
+              "set it up): %s. The row \"dd-read (same readahead)\" runs with "
+              "nbdfuse's set to nbdfs's." % "; ".join(ra))
     for t in transports:
         md.append("")
         md.append("## %s" % labels.get(t, t))
         md.append("")
         md.append("| test | unit | nbdfs | nbdfuse | ceiling | nbdfs/nbdfuse "
-                  "| nbdfs/ceiling | target | met? |")
-        md.append("|---|---|---:|---:|---:|---:|---:|---|---|")
+                  "| nbdfs/ceiling | target | met? | load |")
+        md.append("|---|---|---:|---:|---:|---:|---:|---|---|---|")
         for r in rows:
             if r["transport"] != t:
                 continue
             m = r["median"]
-            met = "—" if r["target"] is None else (
-                "n/a" if r["met"] is None else ("yes" if r["met"] else "**no**"))
+            if r["target"] is None:
+                met = "—"
+            elif r["refused"]:
+                met = "refused: " + r["refused"]
+            else:
+                met = "n/a" if r["met"] is None else ("yes" if r["met"] else "**no**")
             tgt = "—" if r["target"] is None else r["target"].replace(">=", "≥").replace("<=", "≤") + "×"
-            md.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            load = "—" if r["load_max"] is None else "%.2f–%.2f" % (
+                r["load_min"], r["load_max"])
+            md.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 r["test"], r["unit"], fmt(m["nbdfs"], r["unit"]),
                 fmt(m["nbdfuse"], r["unit"]), fmt(m["ceiling"], r["unit"]),
                 fmt(r["nbdfs_over_nbdfuse"]), fmt(r["nbdfs_over_ceiling"]),
-                tgt, met))
+                tgt, met, load))
     if waiting:
         md.append("")
         md.append("## Where the time goes (fio rows)")

@@ -6,12 +6,21 @@
 #                    [--transport unix|tcp|both] [--files N] [--out DIR]
 #                    [--tests LIST]
 #
-# Clients ("columns"):
-#   nbdfs    $NBDFS ADDRESS MNT (FUSE), the export as MNT/disk
-#   nbdfuse  libnbd's nbdfuse MNT/disk URI (FUSE), same number of connections
-#   ceiling  no FUSE at all: fio's nbd engine (libnbd), nbdcopy for the dd
-#            rows, and a loop device on a RAM file for the real-use row
-#            (the host kernel has no nbd.ko, so no NBD block device here)
+# Clients ("columns"), each with CONNS (4) connections to the server:
+#   nbdfs    $NBDFS -C 4 ADDRESS MNT (FUSE), the export as MNT/disk
+#   nbdfuse  libnbd's nbdfuse -C 4 MNT/disk URI (FUSE)
+#   ceiling  no FUSE at all: fio's nbd engine (libnbd; one connection per
+#            job, so its rows run 4 jobs sharing the same total queue depth
+#            whenever that depth is >= 4), nbdcopy (-C 4) for the dd rows,
+#            and a loop device on a RAM file for the real-use row (the host
+#            kernel has no nbd.ko, so no NBD block device here)
+#
+# Honesty: each FUSE mount's readahead (its bdi read_ahead_kb: nbdfs raises
+# it, nbdfuse keeps the kernel's default) is recorded and shown, and the row
+# dd-read-same-ra repeats dd-read with nbdfuse's readahead set to nbdfs's.
+# The load average is recorded at every sample; a verdict is refused when
+# the load exceeded the CPU count during any sample of its row, or when any
+# sample of its row failed.
 #
 # For every test, every client runs in turn (the starting client rotates
 # between repetitions), repeated --runs times; the table shows medians.
@@ -56,8 +65,9 @@ EOF
 ALL_TESTS=(seq-read-1M-qd1 seq-read-1M-qd16 seq-write-1M-qd1 seq-write-1M-qd16
            rand-read-4k-qd32-j1 rand-read-4k-qd32-j2
            rand-write-4k-qd32-j1 rand-write-4k-qd32-j2
-           lat-read-4k-qd1 dd-read dd-write real-use)
+           lat-read-4k-qd1 dd-read dd-read-same-ra dd-write real-use)
 CLIENTS=(nbdfs nbdfuse ceiling)
+CONNS=4     # connections per client, passed explicitly to every one
 
 die() { echo "bench: $*" >&2; exit 1; }
 need_arg() { [ $# -ge 2 ] && [ -n "$2" ] || die "$1 needs a value (see --help)"; }
@@ -222,7 +232,7 @@ truncate -s "$size_bytes" "$shm/ram.img"   # the real-use ceiling's disk
 
 # --- server and clients ---------------------------------------------------
 uri= nbdfs_addr= srv_pid=
-declare -A client_file client_pid client_conn client_state
+declare -A client_file client_pid client_conn client_state client_bdi client_ra
 
 start_server() {  # start_server unix|tcp
   local t=$1 pidf=$tmp/nbdkit-$1.pid
@@ -267,10 +277,10 @@ start_client() {  # start_client nbdfs|nbdfuse TRANSPORT
       client_state[$c]="$NBDFS not built"; return 0
     fi
     # shellcheck disable=SC2086
-    "$NBDFS" -f -n disk ${NBDFS_OPTS:-} "$nbdfs_addr" "$mnt" >"$log" 2>&1 &
+    "$NBDFS" -f -n disk -C "$CONNS" ${NBDFS_OPTS:-} "$nbdfs_addr" "$mnt" >"$log" 2>&1 &
   else
     # shellcheck disable=SC2086
-    nbdfuse ${NBDFUSE_OPTS:-} "$mnt/disk" "$uri" >"$log" 2>&1 &
+    nbdfuse -C "$CONNS" ${NBDFUSE_OPTS:-} "$mnt/disk" "$uri" >"$log" 2>&1 &
   fi
   pid=$!
   pids+=("$pid"); fuse_mnts+=("$mnt")
@@ -288,6 +298,17 @@ start_client() {  # start_client nbdfs|nbdfuse TRANSPORT
   client_file[$c]=$mnt/disk
   client_pid[$c]=$pid
   client_conn[$c]=$(fuse_conn_of "$mnt")
+  client_bdi[$c]=$(bdi_of "$mnt")
+  # The readahead this client's mount runs with, as it set it up.
+  client_ra[$c]=$(cat "${client_bdi[$c]}/read_ahead_kb" 2>/dev/null || echo unknown)
+  echo "${client_ra[$c]}" > "$out/raw/$t-$c.readahead_kb"
+}
+
+bdi_of() {  # the /sys/class/bdi directory of the mount at $1, or empty
+  local dev
+  dev=$(mountpoint -d "$1" 2>/dev/null) || return 0
+  [ -d "/sys/class/bdi/$dev" ] && echo "/sys/class/bdi/$dev"
+  return 0
 }
 
 stop_client() {  # stop_client nbdfs|nbdfuse
@@ -357,10 +378,28 @@ fio_params() {  # fio_params TEST: the fio options of one fio test
   esac
 }
 
+# ceiling_params TEST: fio's nbd engine opens one connection per job, the
+# FUSE clients CONNS: with a total queue depth of at least CONNS, the
+# ceiling runs CONNS jobs, each on its own slice, sharing that depth.
+ceiling_params() {
+  local p d j
+  p=$(fio_params "$1")
+  d=$(sed -n 's/.*--iodepth=\([0-9]*\).*/\1/p' <<<"$p")
+  j=$(sed -n 's/.*--numjobs=\([0-9]*\).*/\1/p' <<<"$p")
+  if [ $(( d * j )) -ge "$CONNS" ] && [ $(( d * j % CONNS )) -eq 0 ]; then
+    p=$(sed "s/--iodepth=[0-9]*/--iodepth=$(( d * j / CONNS ))/; s/--numjobs=[0-9]*/--numjobs=$CONNS/" <<<"$p")
+    p="$p --offset_increment=$(( size_bytes / CONNS )) --size=$(( size_bytes / CONNS ))"
+  fi
+  echo "$p"
+}
+
 run_fio() {  # run_fio TEST CLIENT RESULT-FILE
-  local test=$1 c=$2 res=$3 target
+  local test=$1 c=$2 res=$3 target params
+  params="$(fio_params "$test") --size=$size_bytes"
   if [ "$c" = ceiling ]; then
     target=(--ioengine=nbd "--uri=$uri")
+    params=$(ceiling_params "$test")
+    [[ "$params" == *--size=* ]] || params="$params --size=$size_bytes"
   else
     target=(--ioengine=libaio --direct=1 "--filename=${client_file[$c]}")
   fi
@@ -370,8 +409,8 @@ run_fio() {  # run_fio TEST CLIENT RESULT-FILE
   s0=$(cpu_ticks "$srv_pid")
   # shellcheck disable=SC2046
   if ! timeout -k 5 $(( runtime * 4 + 60 )) \
-       fio --name="$test" $(fio_params "$test") "${target[@]}" \
-           --size="$size_bytes" --time_based --runtime="$runtime" \
+       fio --name="$test" $params "${target[@]}" \
+           --time_based --runtime="$runtime" \
            --group_reporting --randrepeat=0 --norandommap \
            --output-format=json --output="$res" >"${res%.json}.err" 2>&1; then
     stop_sampler
@@ -395,9 +434,9 @@ run_dd() {  # run_dd read|write CLIENT RESULT-FILE
   if [ "$c" = ceiling ]; then
     # No FUSE: libnbd's own copier (multi-conn, many requests in flight).
     if [ "$dir" = read ]; then
-      timeout -k 5 300 nbdcopy "$uri" null: || rc=$?
+      timeout -k 5 300 nbdcopy -C "$CONNS" "$uri" null: || rc=$?
     else
-      timeout -k 5 300 nbdcopy --flush "$shm/src.img" "$uri" || rc=$?
+      timeout -k 5 300 nbdcopy -C "$CONNS" --flush "$shm/src.img" "$uri" || rc=$?
     fi
   else
     # Buffered (page cache, kernel readahead), 1 MiB at a time; the write
@@ -470,12 +509,41 @@ run_one() {  # run_one TEST CLIENT RUN
     write_error "$res" "${client_state[$c]}"
     return 0
   fi
+  local l0 l1
+  l0=$(cut -d' ' -f1 /proc/loadavg)
   case "$test" in
     dd-read) run_dd read "$c" "$res" ;;
+    dd-read-same-ra) with_same_readahead "$c" run_dd read "$c" "$res" ;;
     dd-write) run_dd write "$c" "$res" ;;
     real-use) run_real_use "$c" "$res" ;;
     *) run_fio "$test" "$c" "$res" ;;
   esac
+  # The 1-minute load average before and after the sample: the report
+  # refuses a verdict when it exceeded the CPU count.
+  l1=$(cut -d' ' -f1 /proc/loadavg)
+  printf '{"load_before": %s, "load_after": %s, "cpus": %s}\n' "$l0" "$l1" \
+    "$(nproc)" > "${res%.json}.load"
+}
+
+# with_same_readahead CLIENT CMD...: run CMD with every FUSE mount's
+# readahead set to nbdfs's, then put each back as its client set it.
+with_same_readahead() {
+  local c=$1 k ra=${client_ra[nbdfs]:-}; shift
+  if ! [[ "$ra" =~ ^[0-9]+$ ]]; then
+    # Without nbdfs's figure there is nothing to equalise to.
+    write_error "${!#}" "no readahead figure for nbdfs to equalise to"
+    return 0
+  fi
+  for k in nbdfs nbdfuse; do
+    [ -n "${client_bdi[$k]:-}" ] && echo "$ra" > "${client_bdi[$k]}/read_ahead_kb"
+  done
+  echo "$ra" > "${res%.json}.readahead_kb"
+  "$@"
+  for k in nbdfs nbdfuse; do
+    [ -n "${client_bdi[$k]:-}" ] && [[ "${client_ra[$k]}" =~ ^[0-9]+$ ]] &&
+      echo "${client_ra[$k]}" > "${client_bdi[$k]}/read_ahead_kb"
+  done
+  return 0
 }
 
 # --- the run --------------------------------------------------------------
@@ -510,7 +578,7 @@ nbdfs_rev=$(git -C "$SRCDIR" rev-parse --short HEAD 2>/dev/null || echo unknown)
 python3 "$SRCDIR/scripts/bench-report.py" "$out" \
   --runs "$runs" --runtime "$runtime" --size "$size" --files "$files" \
   --elapsed "$elapsed" --nbdfs-rev "$nbdfs_rev" \
-  --load "$load_start / $(cut -d' ' -f1-3 /proc/loadavg)" \
+  --load "$load_start / $(cut -d' ' -f1-3 /proc/loadavg)" --conns "$CONNS" \
   --transports "${transports[*]}" --tests "${tests[*]}"
 # (gnuplot warns about a series with no points, e.g. nbdfs n/a: logged.)
 gnuplot -e "datafile='$out/chart.dat'; outfile='$out/bench.png'" \
