@@ -6,9 +6,15 @@
  * the device with poll(): kernel -> server is read from the socketpair and
  * sent through TLS; server -> kernel is decrypted and written to the
  * socketpair, each direction with a bounded buffer, so a slow side only
- * stops its own direction. A TLS send blocks the loop until its records
- * are out, but drains the server's side meanwhile
- * (nbdc_tls_set_single_thread), so the server can always make progress.
+ * stops its own direction. Nothing waits but poll(): the TLS sessions are
+ * in event-loop mode (nbdc_tls_set_single_thread), so a send takes what
+ * the session's bounded buffer has room for and the rest waits in up for
+ * POLLOUT; what the server sends is read only while the kernel has taken
+ * what came before. A server that stops reading, or floods us, stalls
+ * only its own connection and costs at most BUF_SIZE twice plus
+ * NBDC_TLS_BUFFER_MAX; the kernel's request timeout then judges it. Each
+ * pump moves at most BUF_SIZE per turn, so one busy connection cannot
+ * starve the others either.
  *
  * A connection ends when either side does: the kernel closing its end (the
  * device was disconnected) closes the TLS session (close_notify), and a
@@ -41,7 +47,7 @@ typedef struct {
   NbdTransport *t;       /* the TLS session (owned) */
   int kfd;               /* our end of the socketpair (non-blocking) */
   char *up;              /* kernel -> server, not yet sent */
-  size_t up_len;
+  size_t up_off, up_len;
   char *down;            /* server -> kernel, decrypted, not yet written */
   size_t down_off, down_len;
   gboolean dead;
@@ -136,12 +142,33 @@ nbdk_relay_active (void)
   return r;
 }
 
-/* Kernel -> server: read what the kernel wrote, send it through TLS.
- * FALSE when the connection is over. */
+/* Kernel -> server: send what is left in up, then read what the kernel
+ * wrote and send it through TLS. TRUE with bytes left in up when the TLS
+ * session has no room (wait for POLLOUT on its fd). FALSE when the
+ * connection is over. */
 static gboolean
 pump_up (Relayed *c)
 {
+  size_t moved = 0;
   for (;;) {
+    while (c->up_off < c->up_len) {
+      struct iovec iov = { c->up + c->up_off, c->up_len - c->up_off };
+      ssize_t w = c->t->ops->sendv (c->t, &iov, 1);
+      if (w < 0) {
+        if (errno == EINTR)
+          continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+          return TRUE;
+        g_message ("TLS relay: sending to the server failed (%s); "
+                   "dropping the connection", g_strerror (errno));
+        return FALSE;
+      }
+      c->up_off += w;
+      relay.bytes_up += w;
+    }
+    c->up_off = c->up_len = 0;
+    if (moved >= BUF_SIZE)
+      return TRUE;             /* the others' turn; poll comes back */
     ssize_t r = recv (c->kfd, c->up, BUF_SIZE, MSG_DONTWAIT);
     if (r == 0) {
       g_debug ("TLS relay: the kernel closed its end");
@@ -156,21 +183,7 @@ pump_up (Relayed *c)
       return FALSE;
     }
     c->up_len = r;
-    size_t off = 0;
-    while (off < c->up_len) {
-      struct iovec iov = { c->up + off, c->up_len - off };
-      ssize_t w = c->t->ops->sendv (c->t, &iov, 1);
-      if (w < 0) {
-        if (errno == EINTR || errno == EAGAIN)
-          continue;
-        g_message ("TLS relay: sending to the server failed (%s); "
-                   "dropping the connection", g_strerror (errno));
-        return FALSE;
-      }
-      off += w;
-    }
-    relay.bytes_up += c->up_len;
-    c->up_len = 0;
+    moved += r;
   }
 }
 
@@ -179,6 +192,7 @@ pump_up (Relayed *c)
 static gboolean
 pump_down (Relayed *c)
 {
+  size_t moved = 0;
   for (;;) {
     /* Flush first: never read more than the kernel has taken. */
     while (c->down_off < c->down_len) {
@@ -196,6 +210,8 @@ pump_down (Relayed *c)
       relay.bytes_down += w;
     }
     c->down_off = c->down_len = 0;
+    if (moved >= BUF_SIZE)
+      return TRUE;             /* the others' turn */
     ssize_t r = c->t->ops->recv (c->t, c->down, BUF_SIZE);
     if (r == 0) {
       g_message ("TLS relay: the server closed the connection");
@@ -211,6 +227,7 @@ pump_down (Relayed *c)
       return FALSE;
     }
     c->down_len = r;
+    moved += r;
   }
 }
 
@@ -262,12 +279,20 @@ relay_thread (gpointer data)
     for (guint i = 0; i < conns->len; i++) {
       Relayed *c = conns->pdata[i];
       gboolean flushing = c->down_off < c->down_len;
+      gboolean sending = c->up_off < c->up_len;
+      /* Read from the kernel only once its last bytes went out. */
       pfd[1 + 2 * i] = (struct pollfd) {
-        .fd = c->kfd, .events = POLLIN | (flushing ? POLLOUT : 0) };
+        .fd = c->kfd,
+        .events = (sending ? 0 : POLLIN) | (flushing ? POLLOUT : 0) };
       /* While the kernel has not taken the last reply, leave the rest in
        * the socket: TCP flow control slows the server down. */
-      pfd[2 + 2 * i] = (struct pollfd) {
-        .fd = flushing ? -1 : c->t->fd, .events = POLLIN };
+      short sev = nbdc_tls_poll_events (c->t);
+      if (flushing)
+        sev &= ~POLLIN;
+      if (sending)
+        sev |= POLLOUT;
+      pfd[2 + 2 * i] = (struct pollfd) { .fd = sev ? c->t->fd : -1,
+                                         .events = sev };
     }
     int n = poll (pfd, 1 + 2 * conns->len, busy ? 0 : -1);
     if (n < 0 && errno != EINTR) {
@@ -283,9 +308,27 @@ relay_thread (gpointer data)
     for (guint i = 0; i < conns->len; i++) {
       Relayed *c = conns->pdata[i];
       short kev = pfd[1 + 2 * i].revents, sev = pfd[2 + 2 * i].revents;
-      if ((kev & (POLLIN | POLLHUP | POLLERR)) && !pump_up (c))
+      if (sev & (POLLOUT | POLLERR | POLLHUP)) {
+        int err = nbdc_tls_flush (c->t);
+        if (err) {
+          g_message ("TLS relay: sending to the server failed (%s); "
+                     "dropping the connection", g_strerror (err));
+          c->dead = TRUE;
+          continue;
+        }
+      }
+      if (c->up_off < c->up_len) {
+        /* The kernel hung up while its bytes wait for the server: the
+         * connection is over either way. */
+        if (kev & (POLLHUP | POLLERR))
+          c->dead = TRUE;
+        else if ((sev & POLLOUT) && !pump_up (c))
+          c->dead = TRUE;
+      }
+      else if ((kev & (POLLIN | POLLHUP | POLLERR)) && !pump_up (c))
         c->dead = TRUE;
-      if (!c->dead && (sev || (kev & POLLOUT)) && !pump_down (c))
+      if (!c->dead && ((sev & (POLLIN | POLLHUP | POLLERR))
+                       || (kev & POLLOUT)) && !pump_down (c))
         c->dead = TRUE;
     }
   }

@@ -9,20 +9,29 @@
  * ("Decryption has failed"; test/unit/test-tls.c two-threads-key-update
  * catches it). So every gnutls call after the handshake holds one session
  * lock, a fair one (a sender looping on writes must not starve the
- * receiver). gnutls never reads the socket itself after the handshake: it
- * pulls from our ciphertext buffer, which the receiver fills, and so does
- * a sender whose write waits for room in the socket. That is what keeps
- * two peers writing at each other from deadlocking: while we wait to send,
- * the server's replies keep flowing. Sends never return half-done, so
- * gnutls's resume-after-EAGAIN path never meets a KeyUpdate processed in
- * between. TLS 1.2 renegotiation is refused (a HelloRequest is ignored,
- * RFC 5246 7.4.1.1); GNUTLS_AUTO_REAUTH and post-handshake authentication
- * are never enabled.
+ * receiver).
+ *
+ * The session lock is never held across a wait: after the handshake
+ * gnutls never touches the socket. It pulls ciphertext from rx, which
+ * the receiver fills from the socket, and pushes into tx, which whoever
+ * sends or receives writes to the socket without blocking. Both buffers
+ * are bounded: the receiver stops reading the socket while rx is full
+ * (TCP flow control then holds the server back), and a sender hands
+ * gnutls only as much as tx has room for, waiting for room (without the
+ * lock) at most SEND_WAIT_MS per call. So whatever a server sends, or
+ * does not send or read, our memory stays bounded and every call returns
+ * within a bounded time, and the caller's deadline (the request timeout,
+ * the handshake deadline) decides. Because the push never fails for
+ * want of room, a send never returns half-done, so gnutls's
+ * resume-after-EAGAIN path never meets a KeyUpdate processed in between.
+ * TLS 1.2 renegotiation is refused (a HelloRequest is ignored, RFC 5246
+ * 7.4.1.1); GNUTLS_AUTO_REAUTH and post-handshake authentication are
+ * never enabled.
  *
  * I/O goes through our own push/pull functions: MSG_NOSIGNAL (a dead
- * server must not kill us with SIGPIPE) and, during the handshake,
- * MSG_DONTWAIT so the handshake is bounded by a deadline with poll()
- * without touching the fd's flags.
+ * server must not kill us with SIGPIPE) and MSG_DONTWAIT always, so the
+ * handshake is bounded by a deadline with poll() without touching the
+ * fd's flags.
  */
 #include <errno.h>
 #include <arpa/inet.h>
@@ -51,15 +60,27 @@
 /* sendv hands gnutls at most this much per call while corked, so header and
  * payload share records without copying a whole 32 MiB write at once. */
 #define SENDV_CHUNK (256 * 1024)
-/* Event-loop mode: how long a send may wait for room (see the push). */
-#define SEND_STALL_MS (60 * 1000)
-/* Ciphertext is drained from the socket RX_CHUNK at a time. */
-#define RX_CHUNK (256 * 1024)
-/* tls_recv returns EAGAIN after this long without application data: a
- * record that never completes (half a record, then silence: anyone on the
- * path can send that), or a server that keeps sending records without data,
- * must not outlast the caller's handshake deadline or request timeout. */
+/* A record carries at most 2^14 bytes of data (RFC 8446 5.1, RFC 5246
+ * 6.2.1); what encryption adds to it (header, explicit IV, MAC or tag,
+ * CBC padding) stays well below this. */
+#define RECORD_DATA 16384
+#define RECORD_OVERHEAD 512
+/* The ciphertext buffers (nbdc_tls_buffer_max in tls.h is their sum).
+ * rx holds several whole records (one is at most 5 + 2^14 + 2048 bytes,
+ * RFC 5246 6.2.3), so a full rx always lets gnutls make progress. tx
+ * holds a sendv chunk plus TX_RESERVE that senders leave free for what
+ * gnutls sends on its own while receiving (KeyUpdate answers, alerts). */
+#define RX_CAP (256 * 1024)
+#define TX_RESERVE (32 * 1024)
+#define TX_CAP (SENDV_CHUNK + SENDV_CHUNK / 8 + TX_RESERVE)
+G_STATIC_ASSERT (RX_CAP + TX_CAP == NBDC_TLS_BUFFER_MAX);
+/* recv and send return EAGAIN after this long without progress: a record
+ * that never completes (half a record, then silence: anyone on the path
+ * can send that), a server that keeps sending records without data, or
+ * one that reads nothing must not outlast the caller's handshake
+ * deadline or request timeout. */
 #define RECV_WAIT_MS 200
+#define SEND_WAIT_MS 200
 
 typedef enum { AUTH_X509, AUTH_PSK, AUTH_ANON } AuthKind;
 
@@ -71,25 +92,33 @@ typedef struct {
   gnutls_anon_client_credentials_t anon;
   int fd;
   gboolean have_client_cert;
-  gboolean established;           /* handshake done: pull from rx */
-  gboolean nonblocking;           /* push with MSG_DONTWAIT */
+  gboolean established;           /* handshake done: rx/tx in use */
   gboolean single_thread;         /* event-loop mode (relay): see tls.h */
   /* Every gnutls call after the handshake holds the session lock, a fair
    * ticket lock (lock/turn/next_ticket/now_serving). */
   pthread_mutex_t lock;
   pthread_cond_t turn;
   guint64 next_ticket, now_serving;
-  int reader_waiting;             /* atomic: the receiver waits in poll */
-  int wake_fd;                    /* eventfd: rx changed, or shutdown */
+  int wake_fd;                    /* eventfd: shutdown wakes the receiver */
   int shut;                       /* atomic: set once by shutdown */
-  int push_errno;                 /* last send error from the socket */
-  /* Ciphertext drained from the socket, waiting for gnutls (rx_lock):
-   * filled by the receiver and by a sender waiting for room. */
+  int push_errno;                 /* last push error (session lock) */
+  /* Ciphertext from the socket, waiting for gnutls (rx_lock): filled by
+   * the receiver, RX_CAP bytes at most. */
   pthread_mutex_t rx_lock;
   char *rx;
-  size_t rx_start, rx_end, rx_size;
+  size_t rx_start, rx_end, rx_high;
   gboolean rx_eof;
   int rx_errno;
+  /* Ciphertext from gnutls, waiting for the socket (tx_lock): TX_CAP
+   * bytes at most. Lock order: session lock, then tx_lock. */
+  pthread_mutex_t tx_lock;
+  char *tx;
+  size_t tx_start, tx_end, tx_high;
+  int tx_errno;
+  /* Data gnutls took from the last send whose records were still in tx
+   * when that send returned EAGAIN: the next send (with the same bytes)
+   * returns this count once tx is empty. Only the sending thread. */
+  size_t owed;
   char stash[256];                /* application data read early */
   size_t stash_len, stash_off;
 } TlsPriv;
@@ -211,62 +240,52 @@ session_unlock (TlsPriv *p)
   pthread_mutex_unlock (&p->lock);
 }
 
-/* ---- ciphertext drained from the socket ---- */
+/* ---- ciphertext from the socket (rx) ---- */
 
-/* Tells a receiver waiting in poll that rx changed (or shutdown). */
-static void
-wake_reader (TlsPriv *p)
-{
-  guint64 one = 1;
-  (void) !write (p->wake_fd, &one, sizeof one);
-}
-
-/* Reads whatever the socket has (without blocking) into rx. Called by the
- * receiver, and by a sender whose push is waiting for room. */
+/* Reads what the socket has (without blocking) into rx, as far as rx
+ * has room. Only the receiving thread calls it. */
 static void
 rx_fill (TlsPriv *p)
 {
-  gboolean added = FALSE;
-
   pthread_mutex_lock (&p->rx_lock);
   if (!p->rx_eof && !p->rx_errno) {
     if (p->rx_start == p->rx_end)
       p->rx_start = p->rx_end = 0;
-    else if (p->rx_start > p->rx_size / 2) {
+    else if (p->rx_start > 0 && RX_CAP - p->rx_end < RX_CAP / 2) {
       memmove (p->rx, p->rx + p->rx_start, p->rx_end - p->rx_start);
       p->rx_end -= p->rx_start;
       p->rx_start = 0;
     }
-    if (p->rx_size - p->rx_end < RX_CHUNK) {
-      p->rx_size = MAX (p->rx_size * 2, p->rx_end + RX_CHUNK);
-      p->rx = g_realloc (p->rx, p->rx_size);
+    if (p->rx_end < RX_CAP) {
+      ssize_t r;
+      do
+        r = recv (p->fd, p->rx + p->rx_end, RX_CAP - p->rx_end,
+                  MSG_DONTWAIT);
+      while (r < 0 && errno == EINTR);
+      if (r > 0)
+        p->rx_end += r;
+      else if (r == 0)
+        p->rx_eof = TRUE;
+      else if (errno != EAGAIN && errno != EWOULDBLOCK)
+        p->rx_errno = errno;
+      p->rx_high = MAX (p->rx_high, p->rx_end - p->rx_start);
     }
-    ssize_t r;
-    do
-      r = recv (p->fd, p->rx + p->rx_end, p->rx_size - p->rx_end,
-                MSG_DONTWAIT);
-    while (r < 0 && errno == EINTR);
-    if (r > 0)
-      p->rx_end += r;
-    else if (r == 0)
-      p->rx_eof = TRUE;
-    else if (errno != EAGAIN && errno != EWOULDBLOCK)
-      p->rx_errno = errno;
-    added = r >= 0 || p->rx_errno;
   }
   pthread_mutex_unlock (&p->rx_lock);
-  if (added && g_atomic_int_get (&p->reader_waiting))
-    wake_reader (p);
 }
 
-/* Bytes in rx, and whether the socket has nothing more to give. */
+/* Bytes in rx; *ended: the socket has nothing more to give; *room: rx
+ * can take more from the socket. */
 static size_t
-rx_available (TlsPriv *p, gboolean *ended)
+rx_available (TlsPriv *p, gboolean *ended, gboolean *room)
 {
   pthread_mutex_lock (&p->rx_lock);
   size_t n = p->rx_end - p->rx_start;
+  gboolean end = p->rx_eof || p->rx_errno;
   if (ended)
-    *ended = p->rx_eof || p->rx_errno;
+    *ended = end;
+  if (room)
+    *room = !end && n < RX_CAP;
   pthread_mutex_unlock (&p->rx_lock);
   return n;
 }
@@ -286,6 +305,56 @@ rx_has_record (TlsPriv *p)
   r = r || p->rx_eof || p->rx_errno;
   pthread_mutex_unlock (&p->rx_lock);
   return r;
+}
+
+/* ---- ciphertext for the socket (tx) ---- */
+
+/* Writes what tx holds, as far as the socket takes it without blocking.
+ * 0 (possibly with bytes left), or the socket's errno. */
+static int
+tx_flush (TlsPriv *p)
+{
+  pthread_mutex_lock (&p->tx_lock);
+  while (p->tx_start < p->tx_end && !p->tx_errno) {
+    ssize_t r = send (p->fd, p->tx + p->tx_start, p->tx_end - p->tx_start,
+                      MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (r > 0)
+      p->tx_start += r;
+    else if (r < 0 && errno == EINTR)
+      continue;
+    else if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      break;
+    else
+      p->tx_errno = r < 0 ? errno : EPIPE;
+  }
+  if (p->tx_start == p->tx_end)
+    p->tx_start = p->tx_end = 0;
+  int err = p->tx_errno;
+  pthread_mutex_unlock (&p->tx_lock);
+  return err;
+}
+
+static size_t
+tx_queued (TlsPriv *p)
+{
+  pthread_mutex_lock (&p->tx_lock);
+  size_t n = p->tx_end - p->tx_start;
+  pthread_mutex_unlock (&p->tx_lock);
+  return n;
+}
+
+/* How much data gnutls may be given now so that its records fit in tx
+ * without the reserve; 0 = wait for the socket. At most want. */
+static size_t
+tx_budget (TlsPriv *p, size_t want)
+{
+  size_t queued = tx_queued (p);
+  size_t room = queued < TX_CAP - TX_RESERVE ? TX_CAP - TX_RESERVE - queued
+    : 0;
+  size_t budget = room / (RECORD_DATA + RECORD_OVERHEAD) * RECORD_DATA;
+  if (budget < want && room >= want + RECORD_OVERHEAD)
+    budget = want;     /* small: one record */
+  return MIN (budget, want);
 }
 
 /* ---- transport functions for gnutls ---- */
@@ -335,7 +404,7 @@ tls_pull_timeout (gnutls_transport_ptr_t ptr, unsigned ms)
 
   if (p->established) {
     gboolean ended;
-    return rx_available (p, &ended) > 0 || ended;
+    return rx_available (p, &ended, NULL) > 0 || ended;
   }
   do
     r = poll (&pfd, 1, ms == GNUTLS_INDEFINITE_TIMEOUT ? -1 : (int) ms);
@@ -343,60 +412,100 @@ tls_pull_timeout (gnutls_transport_ptr_t ptr, unsigned ms)
   return r;
 }
 
-/* During the handshake: never blocking. Afterwards the lock holder sends
- * until the bytes are out, and while the socket is full it drains what
- * the server sends into rx: a server blocked on writing its replies to us
- * must always be able to go on and read our requests. */
+static ssize_t
+push_fail (TlsPriv *p, int e)
+{
+  p->push_errno = e;
+  gnutls_transport_set_errno (p->session, e);
+  errno = e;
+  return -1;
+}
+
+/* Called with the session lock held. During the handshake: straight to
+ * the socket, never blocking (EAGAIN: the handshake loop polls).
+ * Afterwards: never blocking and never EAGAIN. Straight to the socket
+ * while nothing is queued (no copy in the common case), the rest into tx
+ * (the sender made sure there is room; gnutls's own messages use the
+ * reserve). A tx that cannot take it means a server that reads nothing
+ * while making us answer: the connection fails. */
 static ssize_t
 tls_vec_push (gnutls_transport_ptr_t ptr, const giovec_t *iov, int iovcnt)
 {
   TlsPriv *p = ptr;
   struct msghdr msg = { .msg_iov = (struct iovec *) iov,
                         .msg_iovlen = iovcnt };
+  ssize_t r;
 
-  for (;;) {
-    ssize_t r = sendmsg (p->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (r >= 0)
-      return r;
-    if (errno == EINTR)
-      continue;
-    if ((errno != EAGAIN && errno != EWOULDBLOCK) || p->nonblocking) {
-      p->push_errno = errno;
-      gnutls_transport_set_errno (p->session, errno);
-      return -1;
-    }
-    gboolean ended;
-    (void) rx_available (p, &ended);
-    struct pollfd pfd = { .fd = p->fd,
-                          .events = POLLOUT | (ended ? 0 : POLLIN) };
-    /* In event-loop mode one stalled server would stall every connection
-     * of the relay: a server that takes nothing for SEND_STALL_MS loses
-     * its connection (the kernel then sees a dead link). */
-    int pr = poll (&pfd, 1, p->single_thread ? SEND_STALL_MS : -1);
-    if (pr < 0 && errno != EINTR) {
-      p->push_errno = errno;
-      gnutls_transport_set_errno (p->session, errno);
-      return -1;
-    }
-    if (pr == 0) {
-      g_debug ("TLS: the server took nothing for %d s; giving up",
-               SEND_STALL_MS / 1000);
-      p->push_errno = ETIMEDOUT;
-      gnutls_transport_set_errno (p->session, ETIMEDOUT);
-      errno = ETIMEDOUT;
-      return -1;
-    }
-    if (pfd.revents & POLLIN)
-      rx_fill (p);
+  if (!p->established) {
+    do
+      r = sendmsg (p->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+      return push_fail (p, errno);
+    return r;
   }
+
+  size_t total = 0;
+  for (int i = 0; i < iovcnt; i++)
+    total += iov[i].iov_len;
+  pthread_mutex_lock (&p->tx_lock);
+  if (p->tx_errno) {
+    int e = p->tx_errno;
+    pthread_mutex_unlock (&p->tx_lock);
+    return push_fail (p, e);
+  }
+  size_t sent = 0;
+  if (p->tx_start == p->tx_end) {
+    do
+      r = sendmsg (p->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (r < 0 && errno == EINTR);
+    if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+      int e = p->tx_errno = errno;
+      pthread_mutex_unlock (&p->tx_lock);
+      return push_fail (p, e);
+    }
+    sent = r > 0 ? (size_t) r : 0;
+  }
+  if (sent < total) {
+    if (p->tx_start > 0 && TX_CAP - p->tx_end < total - sent) {
+      memmove (p->tx, p->tx + p->tx_start, p->tx_end - p->tx_start);
+      p->tx_end -= p->tx_start;
+      p->tx_start = 0;
+    }
+    if (TX_CAP - p->tx_end < total - sent) {
+      pthread_mutex_unlock (&p->tx_lock);
+      g_debug ("TLS: the server reads nothing and %zu bytes wait for it; "
+               "giving up", p->tx_end - p->tx_start + total - sent);
+      return push_fail (p, ENOBUFS);
+    }
+    size_t skip = sent;
+    for (int i = 0; i < iovcnt; i++) {
+      size_t n = iov[i].iov_len;
+      if (skip >= n) {
+        skip -= n;
+        continue;
+      }
+      memcpy (p->tx + p->tx_end, (char *) iov[i].iov_base + skip, n - skip);
+      p->tx_end += n - skip;
+      skip = 0;
+    }
+    p->tx_high = MAX (p->tx_high, p->tx_end - p->tx_start);
+  }
+  pthread_mutex_unlock (&p->tx_lock);
+  return total;
 }
 
 /* ---- NbdTransport ops ---- */
 
-/* The receiving thread: it decrypts under the session lock, taking its
- * turn after a send in progress (which keeps draining the socket), and
- * waits for the socket or for a sender's wake-up without the lock.
- * In event-loop mode it never waits: EAGAIN. */
+static gint64
+ms_since (gint64 start)
+{
+  return (g_get_monotonic_time () - start) / 1000;
+}
+
+/* The receiving thread: it decrypts under the session lock, and waits
+ * for the socket (or shutdown) without it, RECV_WAIT_MS per call at
+ * most. In event-loop mode it never waits: EAGAIN. */
 static ssize_t
 tls_recv (NbdTransport *t, void *buf, size_t len)
 {
@@ -409,13 +518,21 @@ tls_recv (NbdTransport *t, void *buf, size_t len)
     return n;
   }
   /* RECV_WAIT_MS bounds the whole call, not each wait: records without
-   * data (session tickets, say) every few ms must not keep us here. */
+   * data (session tickets, say) every few ms, or a flood of them, must
+   * not keep us here. In event-loop mode one socket read per call: one
+   * connection's flood must not starve the others. */
   gint64 start = g_get_monotonic_time ();
+  gboolean filled = FALSE;
   for (;;) {
-    rx_fill (p);
+    if (!p->single_thread || !filled) {
+      rx_fill (p);
+      filled = TRUE;
+    }
     session_lock (p);
     ssize_t r = gnutls_record_recv (p->session, buf, len);
     session_unlock (p);
+    if (tx_queued (p) > 0)
+      (void) tx_flush (p);      /* a KeyUpdate answer, say */
     if (r >= 0)
       return r;
     switch (r) {
@@ -426,7 +543,7 @@ tls_recv (NbdTransport *t, void *buf, size_t len)
       /* Renegotiation cannot share the session with a sending thread; a
        * client may ignore the request (RFC 5246 7.4.1.1). */
       g_debug ("TLS: ignoring the server's renegotiation request");
-      continue;
+      break;
     case GNUTLS_E_PREMATURE_TERMINATION:
       /* Closed without close_notify: NBD framing catches truncation. */
       g_debug ("TLS: server closed the connection without close_notify");
@@ -434,7 +551,7 @@ tls_recv (NbdTransport *t, void *buf, size_t len)
     default:
       if (!gnutls_error_is_fatal ((int) r)) {
         g_debug ("TLS receive: %s (continuing)", gnutls_strerror ((int) r));
-        continue;
+        break;
       }
       g_debug ("TLS receive failed: %s", gnutls_strerror ((int) r));
       errno = g_atomic_int_get (&p->shut) ? ECONNRESET
@@ -442,34 +559,28 @@ tls_recv (NbdTransport *t, void *buf, size_t len)
       return -1;
     }
 
-    /* AGAIN: gnutls also says that after a post-handshake message
-     * (KeyUpdate, NewSessionTicket) with more records in rx; it only ran
-     * dry if rx is empty. Announce that we wait before looking, so a
-     * sender that fills rx after our look wakes us. */
-    g_atomic_int_set (&p->reader_waiting, 1);
-    gboolean ended;
-    if (rx_available (p, &ended) > 0 || ended) {
-      g_atomic_int_set (&p->reader_waiting, 0);
-      continue;
-    }
-    if (p->single_thread) {
-      g_atomic_int_set (&p->reader_waiting, 0);
-      errno = EAGAIN;
+    if (g_atomic_int_get (&p->shut)) {
+      errno = ECONNRESET;
       return -1;
     }
-    if (g_atomic_int_get (&p->shut)) {
-      g_atomic_int_set (&p->reader_waiting, 0);
-      errno = ECONNRESET;
+    gint64 waited = ms_since (start);
+    /* gnutls also says AGAIN after a post-handshake message (KeyUpdate,
+     * NewSessionTicket) with more records in rx; it only ran dry if rx
+     * is empty. */
+    gboolean ended, room;
+    size_t have = rx_available (p, &ended, &room);
+    if ((have > 0 || ended) && waited < RECV_WAIT_MS)
+      continue;
+    if (p->single_thread || waited >= RECV_WAIT_MS) {
+      errno = EAGAIN;
       return -1;
     }
     struct pollfd pfd[2] = {
       { .fd = p->wake_fd, .events = POLLIN },
-      { .fd = p->fd, .events = POLLIN },
+      { .fd = p->fd, .events = (room ? POLLIN : 0)
+                               | (tx_queued (p) > 0 ? POLLOUT : 0) },
     };
-    gint64 waited = (g_get_monotonic_time () - start) / 1000;
-    int n = waited >= RECV_WAIT_MS ? 0
-      : poll (pfd, 2, (int) (RECV_WAIT_MS - waited));
-    g_atomic_int_set (&p->reader_waiting, 0);
+    int n = poll (pfd, 2, (int) (RECV_WAIT_MS - waited));
     if (n < 0 && errno != EINTR) {
       errno = EIO;
       return -1;
@@ -477,14 +588,15 @@ tls_recv (NbdTransport *t, void *buf, size_t len)
     if (n == 0) {
       /* Nothing for a while: let the caller check its deadline (it
        * polls the socket, or finds tls_pending true, and calls again). */
-      g_atomic_int_set (&p->reader_waiting, 0);
       errno = EAGAIN;
       return -1;
     }
-    if (pfd[0].revents & POLLIN) {
+    if (n > 0 && (pfd[0].revents & POLLIN)) {
       guint64 v;
       (void) !read (p->wake_fd, &v, sizeof v);
     }
+    if (n > 0 && (pfd[1].revents & POLLOUT))
+      (void) tx_flush (p);
   }
 }
 
@@ -501,37 +613,128 @@ send_error (TlsPriv *p, ssize_t r)
   return -1;
 }
 
-/* Sends never return half-done (the push function waits until the
- * record is out or the socket fails): gnutls's resume-after-EAGAIN path
- * must not meet a key update the receiver processed in between (it would
- * resend the pending record in place of the KeyUpdate message). */
+/* Waits, without the session lock, until tx has room for some of the
+ * len bytes the caller wants to send: returns how many it may hand
+ * gnutls, or -1 with errno (EAGAIN after SEND_WAIT_MS, or at once in
+ * event-loop mode; EPIPE after shutdown; the socket's error). */
+static ssize_t
+send_wait (TlsPriv *p, size_t len)
+{
+  gint64 start = g_get_monotonic_time ();
+  for (;;) {
+    if (g_atomic_int_get (&p->shut)) {
+      errno = EPIPE;
+      return -1;
+    }
+    int err = tx_flush (p);
+    if (err) {
+      errno = err;
+      return -1;
+    }
+    size_t budget = tx_budget (p, len);
+    if (budget > 0)
+      return budget;
+    gint64 waited = ms_since (start);
+    if (p->single_thread || waited >= SEND_WAIT_MS) {
+      errno = EAGAIN;
+      return -1;
+    }
+    struct pollfd pfd = { .fd = p->fd, .events = POLLOUT };
+    if (poll (&pfd, 1, (int) (SEND_WAIT_MS - waited)) < 0
+        && errno != EINTR) {
+      errno = EIO;
+      return -1;
+    }
+  }
+}
+
+/* After gnutls took len bytes: waits (without the session lock) until
+ * their records left tx, SEND_WAIT_MS at most (event-loop mode: not at
+ * all). Returns len; or -1 with EAGAIN, remembering len in p->owed (the
+ * caller calls again with the same bytes, like after a partial write);
+ * or -1 with the socket's error, EPIPE after shutdown. So a send that
+ * succeeds leaves nothing behind in tx that only a later send would
+ * write. */
+static ssize_t
+send_drain (TlsPriv *p, size_t len)
+{
+  gint64 start = g_get_monotonic_time ();
+  for (;;) {
+    int err = tx_flush (p);
+    if (err) {
+      errno = err;
+      return -1;
+    }
+    if (tx_queued (p) == 0)
+      return len;
+    if (g_atomic_int_get (&p->shut)) {
+      errno = EPIPE;
+      return -1;
+    }
+    gint64 waited = ms_since (start);
+    if (p->single_thread || waited >= SEND_WAIT_MS) {
+      p->owed = len;
+      errno = EAGAIN;
+      return -1;
+    }
+    struct pollfd pfd = { .fd = p->fd, .events = POLLOUT };
+    if (poll (&pfd, 1, (int) (SEND_WAIT_MS - waited)) < 0
+        && errno != EINTR) {
+      errno = EIO;
+      return -1;
+    }
+  }
+}
+
+/* A send after EAGAIN: finish the previous one first. */
+static ssize_t
+send_owed (TlsPriv *p)
+{
+  size_t owed = p->owed;
+  p->owed = 0;
+  return send_drain (p, owed);
+}
+
+/* gnutls sends one record per call at most (uncorked). */
 static ssize_t
 tls_send (NbdTransport *t, const void *buf, size_t len)
 {
   TlsPriv *p = t->priv;
-  ssize_t r;
-
+  if (p->owed)
+    return send_owed (p);
+  ssize_t budget = send_wait (p, MIN (len, RECORD_DATA));
+  if (budget < 0)
+    return -1;
   session_lock (p);
-  r = gnutls_record_send (p->session, buf, len);
+  ssize_t r = gnutls_record_send (p->session, buf, budget);
   session_unlock (p);
   if (r < 0)
     return send_error (p, r);
-  return r;
+  return send_drain (p, r);
 }
 
-/* Corks the iovecs (up to SENDV_CHUNK bytes) so a request header and its
- * payload leave in the same TLS records: one NBD request, one write. */
+/* Corks the iovecs (up to SENDV_CHUNK bytes, as far as tx has room) so a
+ * request header and its payload leave in the same TLS records: one NBD
+ * request, one write. */
 static ssize_t
 tls_sendv (NbdTransport *t, const struct iovec *iov, int iovcnt)
 {
   TlsPriv *p = t->priv;
+  if (p->owed)
+    return send_owed (p);
+  size_t want = 0;
+  for (int i = 0; i < iovcnt && want < SENDV_CHUNK; i++)
+    want += iov[i].iov_len;
+  ssize_t budget = send_wait (p, MIN (want, SENDV_CHUNK));
+  if (budget < 0)
+    return -1;
+
   size_t total = 0;
   ssize_t r = 0;
-
   session_lock (p);
   gnutls_record_cork (p->session);
-  for (int i = 0; i < iovcnt && total < SENDV_CHUNK; i++) {
-    size_t n = MIN (iov[i].iov_len, SENDV_CHUNK - total);
+  for (int i = 0; i < iovcnt && total < (size_t) budget; i++) {
+    size_t n = MIN (iov[i].iov_len, (size_t) budget - total);
     if (n == 0)
       continue;
     r = gnutls_record_send (p->session, iov[i].iov_base, n);
@@ -546,24 +749,28 @@ tls_sendv (NbdTransport *t, const struct iovec *iov, int iovcnt)
   session_unlock (p);
   if (r < 0)
     return send_error (p, r);
-  return total;
+  return send_drain (p, total);
 }
 
-/* TRUE if recv will not have to wait for the socket. Called by the
- * receiving thread (transport.c's wait_ready), which alone decrypts, so
- * gnutls's own buffer can be read without the session lock. */
+/* TRUE if recv will not have to wait for the socket, or has bytes to
+ * write (what gnutls answered to a KeyUpdate while receiving, when the
+ * socket was full: recv waits for POLLOUT too). Called by the receiving
+ * thread (transport.c's wait_ready), which alone decrypts, so gnutls's
+ * own buffer can be read without the session lock. */
 static gboolean
 tls_pending (NbdTransport *t)
 {
   TlsPriv *p = t->priv;
   return p->stash_off < p->stash_len
+    || (!p->single_thread && tx_queued (p) > 0)
     || gnutls_record_check_pending (p->session) > 0
     || rx_has_record (p);
 }
 
-/* Best effort close_notify (only if no send is in progress; gnutls lets
- * the sending side call gnutls_bye (GNUTLS_SHUT_WR)), then the socket
- * shutdown that wakes a receiver in poll and a sender in its push. */
+/* Best effort close_notify (only if no gnutls call is in progress;
+ * gnutls lets the sending side call gnutls_bye (GNUTLS_SHUT_WR)), then
+ * the socket shutdown that wakes a receiver (and the wake_fd) and a
+ * sender in poll. */
 static void
 tls_shutdown (NbdTransport *t)
 {
@@ -572,13 +779,14 @@ tls_shutdown (NbdTransport *t)
   if (!g_atomic_int_compare_and_exchange (&p->shut, 0, 1))
     return;
   if (session_trylock (p)) {
-    p->nonblocking = TRUE;
     (void) gnutls_bye (p->session, GNUTLS_SHUT_WR);
     session_unlock (p);
+    (void) tx_flush (p);
   }
   if (t->fd >= 0)
     shutdown (t->fd, SHUT_RDWR);
-  wake_reader (p);
+  guint64 one = 1;
+  (void) !write (p->wake_fd, &one, sizeof one);
 }
 
 static void
@@ -597,8 +805,10 @@ tls_priv_free (TlsPriv *p)
   if (p->wake_fd >= 0)
     close (p->wake_fd);
   g_free (p->rx);
+  g_free (p->tx);
   pthread_mutex_destroy (&p->lock);
   pthread_mutex_destroy (&p->rx_lock);
+  pthread_mutex_destroy (&p->tx_lock);
   pthread_cond_destroy (&p->turn);
   g_free (p);
 }
@@ -617,6 +827,37 @@ nbdc_tls_set_single_thread (NbdTransport *t)
   g_return_if_fail (t != NULL && t->ops == &tls_ops);
   TlsPriv *p = t->priv;
   p->single_thread = TRUE;
+}
+
+short
+nbdc_tls_poll_events (NbdTransport *t)
+{
+  g_return_val_if_fail (t != NULL && t->ops == &tls_ops, 0);
+  TlsPriv *p = t->priv;
+  gboolean room;
+  (void) rx_available (p, NULL, &room);
+  return (room ? POLLIN : 0) | (tx_queued (p) > 0 ? POLLOUT : 0);
+}
+
+int
+nbdc_tls_flush (NbdTransport *t)
+{
+  g_return_val_if_fail (t != NULL && t->ops == &tls_ops, EINVAL);
+  return tx_flush (t->priv);
+}
+
+size_t
+nbdc_tls_buffered_high_water (NbdTransport *t)
+{
+  g_return_val_if_fail (t != NULL && t->ops == &tls_ops, 0);
+  TlsPriv *p = t->priv;
+  pthread_mutex_lock (&p->rx_lock);
+  size_t rx = p->rx_high;
+  pthread_mutex_unlock (&p->rx_lock);
+  pthread_mutex_lock (&p->tx_lock);
+  size_t tx = p->tx_high;
+  pthread_mutex_unlock (&p->tx_lock);
+  return rx + tx;
 }
 
 static const NbdTransportOps tls_ops = {
@@ -713,37 +954,71 @@ setup_x509 (TlsPriv *p, const NbdcTlsConfig *cfg, GError **error)
   return TRUE;
 }
 
-/* Reads the key for username from a psktool file ("user:hexkey" lines). */
+void (*nbdc_tls_wipe_observer) (const void *buf, size_t len);
+
+/* Frees a buffer that held key material, wiped first (gnutls_memset: a
+ * plain memset before free may be optimised away). */
+static void
+wipe_free (char *buf, size_t len)
+{
+  if (buf == NULL)
+    return;
+  gnutls_memset (buf, 0, len);
+  if (nbdc_tls_wipe_observer)
+    nbdc_tls_wipe_observer (buf, len);
+  g_free (buf);
+}
+
+/* Reads the key for username from a psktool file ("user:hexkey" lines).
+ * The file holds other users' keys too: it is parsed in place and the
+ * whole buffer is wiped before it is freed. */
 static gboolean
 setup_psk (TlsPriv *p, const NbdcTlsConfig *cfg, GError **error)
 {
   const char *user = cfg->username ? cfg->username : g_get_user_name ();
-  g_autofree char *contents = NULL;
+  size_t ulen = strlen (user);
+  char *contents = NULL;
+  gsize size = 0;
   g_autoptr (GError) io_error = NULL;
   char *hexkey = NULL;
+  size_t n = 0;
+  gboolean ok = FALSE;
 
-  if (!g_file_get_contents (cfg->psk_file, &contents, NULL, &io_error))
+  if (!g_file_get_contents (cfg->psk_file, &contents, &size, &io_error))
     return tls_error (error, "PSK file: %s", io_error->message);
-  g_auto (GStrv) lines = g_strsplit (contents, "\n", -1);
-  for (char **l = lines; *l; l++) {
-    char *colon = strchr (*l, ':');
-    if (colon == NULL)
-      continue;
-    *colon = '\0';
-    if (strcmp (*l, user) == 0) {
-      hexkey = g_strstrip (colon + 1);
+  for (char *line = contents; line < contents + size;) {
+    char *end = memchr (line, '\n', contents + size - line);
+    if (end == NULL)
+      end = contents + size;
+    char *colon = memchr (line, ':', end - line);
+    if (colon && (size_t) (colon - line) == ulen
+        && memcmp (line, user, ulen) == 0) {
+      hexkey = colon + 1;
+      n = end - hexkey;
+      while (n > 0 && g_ascii_isspace (*hexkey)) {
+        hexkey++;
+        n--;
+      }
+      while (n > 0 && g_ascii_isspace (hexkey[n - 1]))
+        n--;
       break;
     }
+    line = end + 1;
   }
-  if (hexkey == NULL)
-    return tls_error (error, "%s has no key for user '%s' (give "
-                      "--tls-username, or add one with: psktool -u %s -p %s)",
-                      cfg->psk_file, user, user, cfg->psk_file);
-  size_t n = strlen (hexkey);
-  if (n == 0 || n % 2 != 0 || strspn (hexkey, "0123456789abcdefABCDEF") != n)
-    return tls_error (error, "%s: the key for '%s' is not a hex string "
-                      "(expected psktool format user:hexkey)",
-                      cfg->psk_file, user);
+  if (hexkey == NULL) {
+    tls_error (error, "%s has no key for user '%s' (give --tls-username, or "
+               "add one with: psktool -u %s -p %s)", cfg->psk_file, user,
+               user, cfg->psk_file);
+    goto out;
+  }
+  size_t hex = 0;
+  while (hex < n && g_ascii_isxdigit (hexkey[hex]))
+    hex++;
+  if (n == 0 || n % 2 != 0 || hex != n) {
+    tls_error (error, "%s: the key for '%s' is not a hex string (expected "
+               "psktool format user:hexkey)", cfg->psk_file, user);
+    goto out;
+  }
 
   gnutls_datum_t key = { .data = (unsigned char *) hexkey,
                          .size = (unsigned) n };
@@ -751,13 +1026,17 @@ setup_psk (TlsPriv *p, const NbdcTlsConfig *cfg, GError **error)
   if (r >= 0)
     r = gnutls_psk_set_client_credentials (p->psk, user, &key,
                                            GNUTLS_PSK_KEY_HEX);
-  memset (hexkey, 0, n);
   if (r >= 0)
     r = gnutls_credentials_set (p->session, GNUTLS_CRD_PSK, p->psk);
-  if (r < 0)
-    return tls_error (error, "TLS PSK setup failed: %s", gnutls_strerror (r));
+  if (r < 0) {
+    tls_error (error, "TLS PSK setup failed: %s", gnutls_strerror (r));
+    goto out;
+  }
   g_debug ("TLS: PSK identity '%s' from %s", user, cfg->psk_file);
-  return TRUE;
+  ok = TRUE;
+out:
+  wipe_free (contents, size);
+  return ok;
 }
 
 /* ---- handshake failure messages ---- */
@@ -1041,9 +1320,9 @@ nbdc_tls_start (int fd, const NbdcTlsConfig *cfg, const char *hostname,
 
   pthread_mutex_init (&p->lock, NULL);
   pthread_mutex_init (&p->rx_lock, NULL);
+  pthread_mutex_init (&p->tx_lock, NULL);
   pthread_cond_init (&p->turn, NULL);
   p->fd = fd;
-  p->nonblocking = TRUE;
   p->wake_fd = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (p->wake_fd < 0) {
     int e = errno;
@@ -1086,12 +1365,17 @@ nbdc_tls_start (int fd, const NbdcTlsConfig *cfg, const char *hostname,
                "(--tls-no-verify / tls-verify-peer=0)");
     else {
       /* A hostname check for names and IP literals alike (gnutls matches
-       * IP SANs for literals). No name (Unix socket without
-       * --tls-hostname): the chain is still verified against the CA, but
-       * any certificate that CA signed is accepted. */
-      if (hostname == NULL)
-        g_debug ("TLS: no host name to check (Unix socket without "
-                 "--tls-hostname): verifying the certificate chain only");
+       * IP SANs for literals). No name (a Unix socket without
+       * --tls-hostname): refused, as qemu does ("No hostname for
+       * certificate validation"), since a chain check alone would accept
+       * any certificate the CA (or the system's store) ever signed. */
+      if (hostname == NULL) {
+        tls_error (error, "no name to check the server's certificate "
+                   "against (a Unix socket has none): give --tls-hostname "
+                   "NAME (tls-hostname=NAME in the URI), a name the "
+                   "certificate is for, e.g. localhost");
+        goto fail;
+      }
       gnutls_session_set_verify_cert (p->session, hostname, 0);
     }
     /* SNI: only for DNS names, never IP literals (RFC 6066 section 3). */
@@ -1137,7 +1421,8 @@ nbdc_tls_start (int fd, const NbdcTlsConfig *cfg, const char *hostname,
       && gnutls_protocol_get_version (p->session) == GNUTLS_TLS1_3
       && !await_verdict (p, deadline, error))
     goto fail;
-  p->nonblocking = FALSE;
+  p->rx = g_malloc (RX_CAP);
+  p->tx = g_malloc (TX_CAP);
   p->established = TRUE;
 
   if (g_log_writer_default_would_drop (G_LOG_LEVEL_DEBUG, G_LOG_DOMAIN)

@@ -37,8 +37,9 @@ gboolean nbdc_tls_config_merge_uri (NbdcTlsConfig *cfg, const NbdAddress *addr,
                                     GError **error);
 
 /* Performs the TLS handshake on fd. hostname is what to verify against
- * (cfg->hostname wins; NULL with no override for Unix sockets = verify the
- * chain only: any certificate the CA signed is accepted). On success the
+ * (cfg->hostname wins; X.509 with verification and no name at all, a Unix
+ * socket without --tls-hostname, is refused with NBDFS_ERROR_TLS and a
+ * sentence naming the option). On success the
  * returned transport owns fd; on failure fd is left open and the caller
  * closes it (negotiate does). deadline: see transport.h (0 = none). */
 NbdTransport *nbdc_tls_start (int fd, const NbdcTlsConfig *cfg,
@@ -46,13 +47,29 @@ NbdTransport *nbdc_tls_start (int fd, const NbdcTlsConfig *cfg,
                               GError **error);
 
 /* Event-loop mode (kernelattach/relay.c): from now on one thread alone
- * uses t. recv never blocks: -1 with EAGAIN when no whole record is
- * buffered (then wait for POLLIN on t->fd, but call recv first whenever
- * ops->pending says TRUE: a send may have drained the socket). send still
- * blocks until written, but drains incoming ciphertext meanwhile, so two
- * peers writing at each other cannot deadlock; a server that takes nothing
- * for 60 s makes it fail with ETIMEDOUT (one stalled server must not stall
- * the other connections of the loop for ever). */
+ * uses t, and no call waits. recv: -1 with EAGAIN when no whole record is
+ * buffered (call it again when ops->pending says TRUE, else after poll
+ * says the fd is ready for nbdc_tls_poll_events). send/sendv: take what
+ * the outgoing buffer has room for, else -1 with EAGAIN (poll for
+ * POLLOUT, then nbdc_tls_flush and try again). A server that stops
+ * reading or floods us costs at most NBDC_TLS_BUFFER_MAX bytes and stalls
+ * only its own connection. */
 void nbdc_tls_set_single_thread (NbdTransport *t);
+/* What to poll t->fd for: POLLIN while the receive buffer has room,
+ * POLLOUT while encrypted bytes wait for the socket. */
+short nbdc_tls_poll_events (NbdTransport *t);
+/* Writes waiting encrypted bytes without blocking: 0 (maybe with bytes
+ * left) or the socket's errno. */
+int nbdc_tls_flush (NbdTransport *t);
+
+/* Tests: called with every buffer that held key material (the PSK file)
+ * after it was wiped, just before it is freed. NULL normally. */
+extern void (*nbdc_tls_wipe_observer) (const void *buf, size_t len);
+
+/* The ciphertext a TLS transport buffers is bounded by this (receive
+ * plus send buffer), whatever the server sends or leaves unread. */
+#define NBDC_TLS_BUFFER_MAX ((256 + 256 + 32 + 32) * 1024)
+/* The most ciphertext t ever held in its buffers (tests check the bound). */
+size_t nbdc_tls_buffered_high_water (NbdTransport *t);
 
 #endif

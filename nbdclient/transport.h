@@ -25,6 +25,10 @@ typedef struct {
    * MSG_DONTWAIT). Lets the transmission reader skip a poll() per read
    * when bytes are already there. */
   ssize_t (*recv_nowait) (NbdTransport *t, void *buf, size_t len);
+  /* send/sendv may likewise fail with EAGAIN after a moment in which
+   * the server took nothing (TLS): check the deadline and call again
+   * with the same bytes (TLS may have taken some already and finishes
+   * them first, returning their count). */
   ssize_t (*send) (NbdTransport *t, const void *buf, size_t len);
   ssize_t (*sendv) (NbdTransport *t, const struct iovec *iov, int iovcnt);
   /* TRUE if bytes are already buffered inside the transport (TLS records),

@@ -28,7 +28,7 @@ sock=$tmp/x509.sock
 start_qemu_nbd "$sock" -t -f raw -x disk -e 8 \
   --object "tls-creds-x509,id=tls0,endpoint=server,dir=$pki" \
   --tls-creds tls0 "$tmp/disk.img"
-uri="nbds+unix:///disk?socket=$sock"
+uri="nbds+unix:///disk?socket=$sock&tls-hostname=localhost"
 
 out=$("$NBDFS" --info "$uri" --tls-certificates "$pki")
 echo "$out"

@@ -21,12 +21,28 @@
 #include <gnutls/gnutls.h>
 
 #include "kernelattach/kernel.h"
+#include "nbdclient/conn.h"
 #include "nbdclient/error.h"
+#include "nbdclient/protocol.h"
 #include "nbdclient/tls.h"
 
 static char *pki;          /* make-pki.sh output */
 static char *psk_file;     /* make-psk.sh output: user "alice" */
 static char *wrong_psk;    /* alice with another key */
+
+/* Hostile servers: after the handshake they never read again (so the
+ * client's sends fill the socket and wait), and then: */
+enum {
+  HOSTILE_NONE,
+  HOSTILE_STALL,         /* nothing at all */
+  HOSTILE_HEADER_BYTE,   /* one byte of a record header, then nothing */
+  HOSTILE_JUNK,          /* raw junk as fast as the client takes it */
+  HOSTILE_TICKETS,       /* valid records without data (session tickets),
+                            as fast as the client takes them */
+};
+/* A flood stops after this much, so that a client without a bound on
+ * its buffers grows by this much instead of by all the memory there is. */
+#define FLOOD_MAX (192 * 1024 * 1024)
 
 typedef struct {
   int fd;
@@ -39,10 +55,19 @@ typedef struct {
                               ticket every 50 ms, never any data */
   gboolean partial_record; /* after the handshake: half a record, then
                               silence until the client hangs up */
+  int hostile;             /* HOSTILE_*: after the handshake, never reads */
+  gint release;            /* atomic: the test is over, stop */
+  guint64 flooded;         /* bytes the flood got out */
   int handshake_result;
   guint64 echoed;
   gint key_updates_done;     /* atomic */
 } Server;
+
+static guint8
+pattern_byte (guint64 off)
+{
+  return (guint8) ((off * 2654435761u) >> 13);
+}
 
 static gpointer
 server_thread (gpointer data)
@@ -80,7 +105,7 @@ server_thread (gpointer data)
                                 "NORMAL:+ECDHE-PSK:+DHE-PSK:+PSK", NULL);
   }
   gnutls_datum_t ticket_key = { NULL, 0 };
-  if (s->trickle) {
+  if (s->trickle || s->hostile == HOSTILE_TICKETS) {
     g_assert_cmpint (gnutls_session_ticket_key_generate (&ticket_key), ==, 0);
     g_assert_cmpint (gnutls_session_ticket_enable_server (session,
                                                           &ticket_key), ==, 0);
@@ -142,6 +167,37 @@ server_thread (gpointer data)
     char buf[4096];
     while (read (s->fd, buf, sizeof buf) > 0)
       ;
+  }
+  if (r == 0 && s->hostile) {
+    if (s->hostile == HOSTILE_HEADER_BYTE) {
+      /* Once the client's WRITE has filled the socket: its sender waits
+       * for room while the reader wakes up for this byte. */
+      g_usleep (300000);
+      static const guint8 type = 0x17;   /* application_data */
+      g_assert_cmpint (write (s->fd, &type, 1), ==, 1);
+    }
+    guint8 junk[16384];
+    for (size_t i = 0; i < sizeof junk; i++)
+      junk[i] = pattern_byte (i * 7919);
+    while (!g_atomic_int_get (&s->release) && s->flooded < FLOOD_MAX) {
+      if (s->hostile == HOSTILE_JUNK) {
+        ssize_t w = send (s->fd, junk, sizeof junk, MSG_NOSIGNAL);
+        if (w <= 0)
+          break;
+        s->flooded += w;
+      }
+      else if (s->hostile == HOSTILE_TICKETS) {
+        if (gnutls_session_ticket_send (session, 1, 0) != 0)
+          break;
+        s->flooded += 200;     /* about one ticket record */
+      }
+      else
+        g_usleep (10000);
+    }
+    g_test_message ("server: %" G_GUINT64_FORMAT " bytes of flood",
+                    s->flooded);
+    while (!g_atomic_int_get (&s->release))
+      g_usleep (10000);
   }
   /* Closing our end tells a failing client that the handshake is over. */
   shutdown (s->fd, SHUT_RDWR);
@@ -387,6 +443,78 @@ test_psk_ok (void)
   finish (&s, thread, t, fd);
 }
 
+/* The PSK file holds other users' keys: the buffer it was read into is
+ * wiped before it is freed (tls.c wipe_free), whether the handshake then
+ * works or the user is not found. */
+static guint wiped_calls;
+static gboolean wiped_clean;
+
+static void
+observe_wipe (const void *buf, size_t len)
+{
+  const guint8 *b = buf;
+  wiped_calls++;
+  for (size_t i = 0; i < len; i++)
+    if (b[i] != 0)
+      wiped_clean = FALSE;
+}
+
+static void
+test_psk_file_wiped (void)
+{
+  /* wrong_psk holds keys for alice and mallory; the server knows
+   * psk_file's alice, so the handshake fails, after the setup. */
+  nbdc_tls_wipe_observer = observe_wipe;
+  wiped_calls = 0;
+  wiped_clean = TRUE;
+  Server s = { 0 };
+  NbdcTlsConfig cfg = { .psk_file = wrong_psk, .username = "mallory" };
+  g_autoptr (GError) error = NULL;
+  GThread *thread;
+  int fd;
+  NbdTransport *t = start (&s, &cfg, NULL, &thread, &fd, &error);
+  finish (&s, thread, t, fd);
+  g_assert_cmpuint (wiped_calls, ==, 1);
+  g_assert_true (wiped_clean);
+  g_clear_error (&error);
+
+  cfg.username = "nobody";
+  Server s2 = { 0 };
+  t = start (&s2, &cfg, NULL, &thread, &fd, &error);
+  g_assert_null (t);
+  finish (&s2, thread, t, fd);
+  g_assert_cmpuint (wiped_calls, ==, 2);
+  g_assert_true (wiped_clean);
+  nbdc_tls_wipe_observer = NULL;
+}
+
+/* A Unix socket has no host name: X.509 verification without
+ * --tls-hostname is refused with a sentence naming the option (a chain
+ * check alone would accept any certificate the CA ever signed);
+ * --tls-hostname makes it work; --tls-no-verify does not need a name. */
+static void
+test_unix_needs_hostname (void)
+{
+  Server s = { .cert_dir = pki };
+  NbdcTlsConfig cfg = { .certificates = pki };
+  expect_failure (&s, &cfg, NULL,
+                  "^no name to check the server's certificate against \\(a "
+                  "Unix socket has none\\): give --tls-hostname NAME");
+  Server s2 = { .cert_dir = pki };
+  cfg.hostname = "localhost";
+  g_autoptr (GError) error = NULL;
+  GThread *thread;
+  int fd;
+  NbdTransport *t = start (&s2, &cfg, NULL, &thread, &fd, &error);
+  g_assert_no_error (error);
+  finish (&s2, thread, t, fd);
+  Server s3 = { .cert_dir = pki };
+  NbdcTlsConfig nv = { .certificates = pki, .no_verify = TRUE };
+  t = start (&s3, &nv, NULL, &thread, &fd, &error);
+  g_assert_no_error (error);
+  finish (&s3, thread, t, fd);
+}
+
 static void
 test_psk_wrong_key (void)
 {
@@ -469,12 +597,6 @@ typedef struct {
   gint done;
 } Stream;
 
-static guint8
-pattern_byte (guint64 off)
-{
-  return (guint8) ((off * 2654435761u) >> 13);
-}
-
 static gpointer
 sender (gpointer data)
 {
@@ -499,6 +621,8 @@ sender (gpointer data)
     struct iovec *v = iov;
     while (left > 0) {
       ssize_t w = t->ops->sendv (t, v, cnt);
+      if (w < 0 && errno == EAGAIN)
+        continue;             /* the same bytes again (transport.h) */
       g_assert_cmpint (w, >, 0);
       left -= w;
       off += w;
@@ -550,10 +674,11 @@ test_two_threads_key_update (void)
 }
 
 /* Event-loop mode (the kernel relay's): one thread sends 8 MiB to an echo
- * server without reading in between. The server's replies fill the socket
- * and it stops reading, so a plain blocking send would wait forever; ours
- * drains the replies into its buffer while it waits. Then recv returns
- * them without blocking, and EAGAIN once everything is read. */
+ * server. No call waits: a send takes what the session's buffer has room
+ * for, else EAGAIN; the thread then polls for what nbdc_tls_poll_events
+ * says, flushes and reads the echoes (the server stops reading while its
+ * replies are not read, so both must go on). recv returns EAGAIN when
+ * nothing is there. The buffers never hold more than their bound. */
 static void
 test_single_thread_no_deadlock (void)
 {
@@ -566,7 +691,7 @@ test_single_thread_no_deadlock (void)
   g_assert_no_error (error);
   nbdc_tls_set_single_thread (t);
 
-  char buf[4096];
+  static char buf[65536];
   errno = 0;
   g_assert_cmpint (t->ops->recv (t, buf, sizeof buf), ==, -1);
   g_assert_cmpint (errno, ==, EAGAIN);
@@ -575,29 +700,51 @@ test_single_thread_no_deadlock (void)
   g_autofree guint8 *data = g_malloc (total);
   for (size_t i = 0; i < total; i++)
     data[i] = pattern_byte (i);
-  size_t sent = 0;
-  while (sent < total) {
-    struct iovec iov = { data + sent, total - sent };
-    ssize_t w = t->ops->sendv (t, &iov, 1);
-    g_assert_cmpint (w, >, 0);
-    sent += w;
-  }
-  size_t got = 0;
+  size_t sent = 0, got = 0;
+  unsigned eagain = 0;
   while (got < total) {
-    ssize_t n = t->ops->recv (t, buf, sizeof buf);
-    if (n < 0) {
-      g_assert_cmpint (errno, ==, EAGAIN);
-      g_assert_false (t->ops->pending (t));
-      struct pollfd pfd = { .fd = t->fd, .events = POLLIN };
-      g_assert_cmpint (poll (&pfd, 1, 10000), ==, 1);
-      continue;
+    gboolean progress = FALSE;
+    if (sent < total) {
+      struct iovec iov = { data + sent, total - sent };
+      gint64 t0 = g_get_monotonic_time ();
+      ssize_t w = t->ops->sendv (t, &iov, 1);
+      /* Never waits. */
+      g_assert_cmpint (g_get_monotonic_time () - t0, <, 100000);
+      if (w < 0) {
+        g_assert_cmpint (errno, ==, EAGAIN);
+        eagain++;
+      }
+      else {
+        sent += w;
+        progress = TRUE;
+      }
     }
-    g_assert_cmpint (n, >, 0);
-    for (ssize_t i = 0; i < n; i++)
-      if (buf[i] != (char) pattern_byte (got + i))
-        g_error ("byte %zu differs", got + i);
-    got += n;
+    for (;;) {
+      ssize_t n = t->ops->recv (t, buf, sizeof buf);
+      if (n < 0) {
+        g_assert_cmpint (errno, ==, EAGAIN);
+        break;
+      }
+      g_assert_cmpint (n, >, 0);
+      for (ssize_t i = 0; i < n; i++)
+        if (buf[i] != (char) pattern_byte (got + i))
+          g_error ("byte %zu differs", got + i);
+      got += n;
+      progress = TRUE;
+    }
+    if (!progress && !t->ops->pending (t)) {
+      struct pollfd pfd = { .fd = t->fd,
+                            .events = nbdc_tls_poll_events (t) };
+      if (sent < total)
+        pfd.events |= POLLOUT;
+      g_assert_cmpint (poll (&pfd, 1, 10000), ==, 1);
+      g_assert_cmpint (nbdc_tls_flush (t), ==, 0);
+    }
   }
+  g_test_message ("%u sends found no room; buffers at most %zu KiB", eagain,
+                  nbdc_tls_buffered_high_water (t) >> 10);
+  g_assert_cmpuint (nbdc_tls_buffered_high_water (t), <=,
+                    NBDC_TLS_BUFFER_MAX);
   finish (&s, thread, t, fd);
   g_assert_cmpuint (s.echoed, ==, total);
 }
@@ -650,6 +797,47 @@ deadline_reader (gpointer data)
                                          NBDFS_ERROR_TIMEOUT);
   d->message = error ? g_strdup (error->message) : NULL;
   g_clear_error (&error);
+  g_atomic_int_set (&d->done, 1);
+  return NULL;
+}
+
+typedef struct {
+  NbdTransport *t;
+  gint done;                  /* atomic */
+  gboolean timed_out;
+  double secs;
+  double sendv_secs;          /* the longest sendv call */
+  int sendv_eagain;
+  char *message;
+} DeadlineWrite;
+
+/* 16 MiB with a 500 ms deadline. */
+static gpointer
+deadline_writer (gpointer data)
+{
+  DeadlineWrite *d = data;
+  GError *error = NULL;
+  const size_t len = 16 * 1024 * 1024;
+  g_autofree char *buf = g_malloc0 (len);
+  gint64 t0 = g_get_monotonic_time ();
+  gboolean ok = nbdc_write_full (d->t, buf, len, t0 + 500000,
+                                 "sending an option", &error);
+  d->secs = (g_get_monotonic_time () - t0) / 1e6;
+  d->timed_out = !ok && g_error_matches (error, NBDFS_ERROR,
+                                         NBDFS_ERROR_TIMEOUT);
+  d->message = error ? g_strdup (error->message) : NULL;
+  g_clear_error (&error);
+  /* What conn.c's sender does: sendv straight away, no poll first. Each
+   * call returns (EAGAIN once nothing moves) within a bounded time. */
+  for (int i = 0; i < 3; i++) {
+    struct iovec iov = { buf, len };
+    gint64 c0 = g_get_monotonic_time ();
+    ssize_t w = d->t->ops->sendv (d->t, &iov, 1);
+    d->sendv_secs = MAX (d->sendv_secs,
+                         (g_get_monotonic_time () - c0) / 1e6);
+    if (w < 0 && errno == EAGAIN)
+      d->sendv_eagain++;
+  }
   g_atomic_int_set (&d->done, 1);
   return NULL;
 }
@@ -710,6 +898,171 @@ test_trickle_deadline (void)
   g_free (d.message);
   g_assert_false (stuck);
   g_assert_true (d.timed_out);
+  finish (&s, thread, t, fd);
+}
+
+/* ---- hostile servers against an NBD connection (conn.c over TLS) ---- */
+
+/* Resident memory of this process, in KiB (/proc/self/status VmRSS). */
+static long
+rss_kib (void)
+{
+  g_autofree char *status = NULL;
+  if (!g_file_get_contents ("/proc/self/status", &status, NULL, NULL))
+    return -1;
+  const char *v = strstr (status, "VmRSS:");
+  return v ? strtol (v + 6, NULL, 10) : -1;
+}
+
+typedef struct {
+  GMutex lock;
+  GCond cond;
+  gboolean done;
+  int err;
+} Done;
+
+static void
+done_cb (void *opaque, int err)
+{
+  Done *d = opaque;
+  g_mutex_lock (&d->lock);
+  d->done = TRUE;
+  d->err = err;
+  g_cond_broadcast (&d->cond);
+  g_mutex_unlock (&d->lock);
+}
+
+#define HOSTILE_TIMEOUT 2         /* --timeout, seconds */
+#define HOSTILE_WRITE (32 * 1024 * 1024)
+
+/* A 32 MiB WRITE to a server that completed the handshake and then
+ * misbehaves (mode): the WRITE must fail within the request timeout (plus
+ * a margin), and our memory must not follow what the server sends. */
+static void
+hostile_write (int mode)
+{
+  Server s = { .cert_dir = pki, .hostile = mode };
+  NbdcTlsConfig cfg = { .certificates = pki };
+  g_autoptr (GError) error = NULL;
+  GThread *thread;
+  int fd;
+  NbdTransport *t = start (&s, &cfg, "localhost", &thread, &fd, &error);
+  g_assert_no_error (error);
+
+  /* conn.c warns when it drops the connection: expected here. */
+  GLogLevelFlags fatal = g_log_set_always_fatal (G_LOG_FATAL_MASK
+                                                 | G_LOG_LEVEL_CRITICAL);
+  g_autofree guint8 *data = g_malloc (HOSTILE_WRITE);
+  memset (data, 'w', HOSTILE_WRITE);
+  long rss0 = rss_kib ();
+  NbdExport exp = {
+    .size = G_GUINT64_CONSTANT (1) << 30, .min_block = 1, .pref_block = 4096,
+    .max_block = HOSTILE_WRITE, .tls = TRUE,
+    .eflags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH,
+  };
+  NbdcConnConfig ccfg = { .request_timeout = HOSTILE_TIMEOUT,
+                          .name = "hostile" };
+  NbdConn *conn = nbdc_conn_new (t, &exp, &ccfg);
+  Done d = { 0 };
+  NbdcCmd cmd = { .type = NBD_CMD_WRITE, .offset = 0,
+                  .count = HOSTILE_WRITE, .buf = data, .done = done_cb,
+                  .opaque = &d };
+  gint64 t0 = g_get_monotonic_time ();
+  nbdc_conn_submit (conn, &cmd);
+
+  /* Bounded: a connection still stuck after 15 s is unstuck (the
+   * transport shutdown wakes a sender in poll) so the test fails
+   * instead of hanging. */
+  gint64 end = t0 + 15 * G_USEC_PER_SEC;
+  long rss_max = rss0;
+  g_mutex_lock (&d.lock);
+  while (!d.done && g_get_monotonic_time () < end) {
+    g_cond_wait_until (&d.cond, &d.lock, g_get_monotonic_time () + 50000);
+    g_mutex_unlock (&d.lock);
+    rss_max = MAX (rss_max, rss_kib ());
+    g_mutex_lock (&d.lock);
+  }
+  gboolean stuck = !d.done;
+  int err = d.err;
+  g_mutex_unlock (&d.lock);
+  double secs = (g_get_monotonic_time () - t0) / 1e6;
+  size_t high = stuck ? 0 : nbdc_tls_buffered_high_water (t);
+  if (stuck)
+    nbdc_conn_kill (conn, "test: stuck");
+  g_atomic_int_set (&s.release, 1);
+  nbdc_conn_free (conn);
+  g_thread_join (thread);
+  close (s.fd);
+  g_log_set_always_fatal (fatal);
+  g_test_message ("WRITE ended after %.2f s (%s), err %d; RSS %ld -> max "
+                  "%ld KiB (+%ld); TLS buffers at most %zu KiB; server "
+                  "flooded %" G_GUINT64_FORMAT " KiB", secs,
+                  stuck ? "stuck" : "done", err, rss0, rss_max,
+                  rss_max - rss0, high >> 10, s.flooded >> 10);
+  g_assert_false (stuck);
+  g_assert_cmpint (err, ==, EIO);
+  g_assert_cmpfloat (secs, <, HOSTILE_TIMEOUT + 3);
+  /* The flood is up to 192 MiB; our buffers are a few hundred KiB. */
+  g_assert_cmpint (rss_max - rss0, <, 48 * 1024);
+  g_assert_cmpuint (high, <=, NBDC_TLS_BUFFER_MAX);
+}
+
+static void
+test_hostile_stall (void)
+{
+  hostile_write (HOSTILE_STALL);
+}
+
+static void
+test_hostile_header_byte (void)
+{
+  hostile_write (HOSTILE_HEADER_BYTE);
+}
+
+static void
+test_hostile_junk (void)
+{
+  hostile_write (HOSTILE_JUNK);
+}
+
+static void
+test_hostile_tickets (void)
+{
+  hostile_write (HOSTILE_TICKETS);
+}
+
+/* The transport alone: a send to a server that reads nothing gives up
+ * (EAGAIN) after a moment, so that callers can keep their deadlines:
+ * nbdc_write_full (the handshake's writes) times out on time. */
+static void
+test_send_deadline (void)
+{
+  Server s = { .cert_dir = pki, .hostile = HOSTILE_STALL };
+  NbdcTlsConfig cfg = { .certificates = pki };
+  g_autoptr (GError) error = NULL;
+  GThread *thread;
+  int fd;
+  NbdTransport *t = start (&s, &cfg, "localhost", &thread, &fd, &error);
+  g_assert_no_error (error);
+  DeadlineWrite d = { .t = t };
+  GThread *wr = g_thread_new ("writer", deadline_writer, &d);
+  gint64 end = g_get_monotonic_time () + 10 * G_USEC_PER_SEC;
+  while (!g_atomic_int_get (&d.done) && g_get_monotonic_time () < end)
+    g_usleep (20000);
+  gboolean stuck = !g_atomic_int_get (&d.done);
+  if (stuck)
+    t->ops->shutdown (t);
+  g_thread_join (wr);
+  g_test_message ("message: %s after %.2f s; sendv: %d x EAGAIN, the "
+                  "longest call %.2f s", d.message ? d.message : "(none)",
+                  d.secs, d.sendv_eagain, d.sendv_secs);
+  g_free (d.message);
+  g_assert_false (stuck);
+  g_assert_true (d.timed_out);
+  g_assert_cmpfloat (d.secs, <, 1.5);
+  g_assert_cmpint (d.sendv_eagain, >=, 1);
+  g_assert_cmpfloat (d.sendv_secs, <, 1);
+  g_atomic_int_set (&s.release, 1);
   finish (&s, thread, t, fd);
 }
 
@@ -794,6 +1147,122 @@ test_relay (void)
   close (kfd);
   close (s2.fd);
   nbdk_relay_stop ();
+}
+
+/* The kernel writing to a hostile server's connection, until the test
+ * shuts its end. */
+static gpointer
+stuck_writer (gpointer data)
+{
+  int fd = GPOINTER_TO_INT (data);
+  static guint8 buf[1 << 20];
+  guint64 total = 0;
+  while (total < 64 * 1024 * 1024) {
+    ssize_t w = send (fd, buf, sizeof buf, MSG_NOSIGNAL);
+    if (w <= 0)
+      break;
+    total += w;
+  }
+  return NULL;
+}
+
+static gpointer
+echo_writer (gpointer data)
+{
+  int fd = GPOINTER_TO_INT (data);
+  static guint8 buf[1 << 16];
+  for (guint64 off = 0; off < 4 * 1024 * 1024; off += sizeof buf) {
+    for (size_t i = 0; i < sizeof buf; i++)
+      buf[i] = pattern_byte (off + i);
+    if (send (fd, buf, sizeof buf, MSG_NOSIGNAL) != sizeof buf)
+      break;
+  }
+  return NULL;
+}
+
+/* One relay thread, two connections: A's server misbehaves (mode) while
+ * the kernel writes to it without end; B's server echoes. B must keep
+ * working at full speed (one stalled or flooding server must not stall
+ * the relay loop), and the relay's memory stays bounded. */
+static void
+relay_hostile (int mode)
+{
+  Server sa = { .cert_dir = pki, .hostile = mode };
+  Server sb = { .cert_dir = pki, .echo = TRUE };
+  NbdcTlsConfig cfg = { .certificates = pki };
+  g_autoptr (GError) error = NULL;
+  GThread *tha, *thb;
+  int fda, fdb;
+  NbdTransport *ta = start (&sa, &cfg, "localhost", &tha, &fda, &error);
+  g_assert_no_error (error);
+  NbdTransport *tb = start (&sb, &cfg, "localhost", &thb, &fdb, &error);
+  g_assert_no_error (error);
+  int ka = nbdk_relay_add (ta, &error);
+  g_assert_no_error (error);
+  int kb = nbdk_relay_add (tb, &error);
+  g_assert_no_error (error);
+  long rss0 = rss_kib ();
+  nbdk_relay_start ();
+
+  GThread *wa = g_thread_new ("kernel-a", stuck_writer, GINT_TO_POINTER (ka));
+  g_usleep (500000);          /* A's socket and buffers are full now */
+  gint64 t0 = g_get_monotonic_time ();
+  GThread *wb = g_thread_new ("kernel-b", echo_writer, GINT_TO_POINTER (kb));
+  static guint8 buf[65536];
+  guint64 off = 0;
+  gboolean late = FALSE;
+  while (off < 4 * 1024 * 1024) {
+    struct pollfd pfd = { .fd = kb, .events = POLLIN };
+    gint64 left = t0 + 10 * G_USEC_PER_SEC - g_get_monotonic_time ();
+    if (left <= 0 || poll (&pfd, 1, (int) (left / 1000)) <= 0) {
+      late = TRUE;
+      break;
+    }
+    ssize_t n = read (kb, buf, sizeof buf);
+    g_assert_cmpint (n, >, 0);
+    for (ssize_t i = 0; i < n; i++)
+      if (buf[i] != pattern_byte (off + i))
+        g_error ("relayed byte %" G_GUINT64_FORMAT " differs", off + i);
+    off += n;
+  }
+  double secs = (g_get_monotonic_time () - t0) / 1e6;
+  long rss1 = rss_kib ();
+  g_test_message ("B echoed %" G_GUINT64_FORMAT " KiB in %.2f s while A's "
+                  "server %s; RSS %ld -> %ld KiB; A's flood %" G_GUINT64_FORMAT
+                  " KiB", off >> 10, secs,
+                  mode == HOSTILE_STALL ? "reads nothing" : "floods",
+                  rss0, rss1, sa.flooded >> 10);
+
+  /* The kernel gives up on A (its request timeout): the relay drops it. */
+  shutdown (ka, SHUT_RDWR);
+  g_thread_join (wa);
+  g_atomic_int_set (&sa.release, 1);
+  g_thread_join (tha);
+  close (ka);
+  g_thread_join (wb);
+  shutdown (kb, SHUT_RDWR);
+  close (kb);
+  nbdk_relay_wait_idle ();
+  g_thread_join (thb);
+  close (sa.fd);
+  close (sb.fd);
+  nbdk_relay_stop ();
+
+  g_assert_false (late);
+  g_assert_cmpfloat (secs, <, 5);
+  g_assert_cmpint (rss1 - rss0, <, 48 * 1024);
+}
+
+static void
+test_relay_stalled_server (void)
+{
+  relay_hostile (HOSTILE_STALL);
+}
+
+static void
+test_relay_flooding_server (void)
+{
+  relay_hostile (HOSTILE_TICKETS);
 }
 
 /* URI query parameters fill what the command line left unset; the
@@ -906,6 +1375,10 @@ main (int argc, char **argv)
   setup_pki ();
   g_test_add_func ("/nbdclient/tls/merge-uri", test_merge_uri);
   g_test_add_func ("/kernelattach/relay", test_relay);
+  g_test_add_func ("/kernelattach/relay-stalled-server",
+                   test_relay_stalled_server);
+  g_test_add_func ("/kernelattach/relay-flooding-server",
+                   test_relay_flooding_server);
   g_test_add_func ("/nbdclient/tls/x509-ok", test_x509_ok);
   g_test_add_func ("/nbdclient/tls/ip-literal", test_ip_literal);
   g_test_add_func ("/nbdclient/tls/unknown-ca", test_unknown_ca);
@@ -918,6 +1391,9 @@ main (int argc, char **argv)
   g_test_add_func ("/nbdclient/tls/missing-ca-file", test_missing_ca_file);
   g_test_add_func ("/nbdclient/tls/psk-ok", test_psk_ok);
   g_test_add_func ("/nbdclient/tls/psk-wrong-key", test_psk_wrong_key);
+  g_test_add_func ("/nbdclient/tls/psk-file-wiped", test_psk_file_wiped);
+  g_test_add_func ("/nbdclient/tls/unix-needs-hostname",
+                   test_unix_needs_hostname);
   g_test_add_func ("/nbdclient/tls/psk-unknown-user", test_psk_unknown_user);
   g_test_add_func ("/nbdclient/tls/deadline", test_deadline);
   g_test_add_func ("/nbdclient/tls/not-tls", test_not_tls);
@@ -930,6 +1406,12 @@ main (int argc, char **argv)
   g_test_add_func ("/nbdclient/tls/partial-record-deadline",
                    test_partial_record_deadline);
   g_test_add_func ("/nbdclient/tls/trickle-deadline", test_trickle_deadline);
+  g_test_add_func ("/nbdclient/tls/send-deadline", test_send_deadline);
+  g_test_add_func ("/nbdclient/tls/hostile-stall", test_hostile_stall);
+  g_test_add_func ("/nbdclient/tls/hostile-header-byte",
+                   test_hostile_header_byte);
+  g_test_add_func ("/nbdclient/tls/hostile-junk", test_hostile_junk);
+  g_test_add_func ("/nbdclient/tls/hostile-tickets", test_hostile_tickets);
   int r = g_test_run ();
   cleanup_pki ();
   return r;
