@@ -25,11 +25,15 @@ t_tls_netlink() {
   mkdir -p "$tmp/wrong"
   cp /test/wrong-ca-cert.pem "$tmp/wrong/ca-cert.pem"
   expect_fail_with "signed by an unknown CA" \
-    "$NBDFS" --kernel "$uri" --tls-certificates "$tmp/wrong" nbd0
+    "$NBDFS" --kernel "$uri" --tls-certificates "$tmp/wrong" \
+    --tls-hostname localhost nbd0
+  # A Unix socket has no host name: X.509 needs --tls-hostname.
+  expect_fail_with "Unix socket has none.*give --tls-hostname" \
+    "$NBDFS" --kernel "$uri" --tls-certificates $pki nbd0
   test ! -e /sys/block/nbd0/pid
 
   dev=$("$NBDFS" --kernel --pidfile "$tmp/relay.pid" "$uri" \
-          --tls-certificates $pki /dev/nbd0)
+          --tls-certificates $pki --tls-hostname localhost /dev/nbd0)
   cleanup_fn detach /dev/nbd0
   [ "$dev" = /dev/nbd0 ] || fail "printed '$dev'"
   wait_for test -s "$tmp/relay.pid"
@@ -105,7 +109,7 @@ t_tls_persist() {
 t_tls_ioctl() {
   start_nbdkit "$tmp/sock" --tls=require --tls-certificates=$pki memory 16M
   "$NBDFS" --kernel --ioctl "nbds+unix:///?socket=$tmp/sock" \
-    --tls-certificates $pki /dev/nbd2
+    --tls-certificates $pki --tls-hostname localhost /dev/nbd2
   cleanup_fn detach /dev/nbd2
   random_file "$tmp/data" 4
   dd if="$tmp/data" of=/dev/nbd2 bs=$MiB oflag=direct conv=fsync
