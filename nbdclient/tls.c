@@ -22,8 +22,10 @@
  * does not send or read, our memory stays bounded and every call returns
  * within a bounded time, and the caller's deadline (the request timeout,
  * the handshake deadline) decides. Because the push never fails for
- * want of room, a send never returns half-done, so gnutls's
- * resume-after-EAGAIN path never meets a KeyUpdate processed in between.
+ * want of room, gnutls never returns half-done, so its
+ * resume-after-EAGAIN path never meets a KeyUpdate processed in between;
+ * a send whose records are still in tx after SEND_WAIT_MS returns EAGAIN
+ * itself and the next call finishes them (send_drain, transport.h).
  * TLS 1.2 renegotiation is refused (a HelloRequest is ignored, RFC 5246
  * 7.4.1.1); GNUTLS_AUTO_REAUTH and post-handshake authentication are
  * never enabled.
