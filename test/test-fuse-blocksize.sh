@@ -38,6 +38,11 @@ cat "$mnt/disk" >"$tmp/back" || fail "reading the whole file"
 cmp "$tmp/data" "$tmp/back" || fail "read back differs"
 dd if="$mnt/disk" of=/dev/null bs=100 skip=35 iflag=direct status=none \
   || fail "O_DIRECT read of the tail"
+# Past the size shown: the file is full (the unreachable bytes are not ours).
+if err=$(printf x | dd of="$mnt/disk" bs=1 seek=3584 conv=notrunc status=none 2>&1); then
+  fail "a write at 3584 succeeded"
+fi
+grep -q "No space left on device" <<<"$err" || fail "write at 3584: $err"
 stop_nbdfs "$mnt"
 grep -Eq ' (Read|Write) id=[0-9]+ offset=0xc00 count=0x200 ' "$tmp/tail.log" \
   || fail "the last block was never read or written"
