@@ -1,6 +1,13 @@
 #!/usr/bin/env bash
 # Installs (idempotently, with apt-get) everything nbdfs needs to build and
-# everything its tests and benchmark use. Debian 12. Run as root.
+# everything its tests and benchmark use. Debian 12 (bookworm) and Debian
+# 13 (trixie). Run as root.
+#
+# Package names are the same on both releases except the libFuzzer
+# runtime, which carries clang's major version (14 on Debian 12, 19 on
+# Debian 13): it is chosen after clang is installed, from clang itself.
+# debootstrap (for scripts/check-debian13.sh) is installed on the host
+# only: the Debian 13 tree sets NBDFS_IN_DEBIAN13_TREE=1.
 set -euo pipefail
 
 pkgs=(
@@ -18,26 +25,49 @@ pkgs=(
   fio gnuplot-nox
   # analysis (make check-asan links clang/gcc sanitizers from gcc itself)
   valgrind
-  # make fuzz / test-fuzz-smoke.sh: libFuzzer needs clang and its runtime
-  clang libclang-rt-14-dev
+  # make fuzz / test-fuzz-smoke.sh: libFuzzer needs clang (and its
+  # runtime, below)
+  clang
 )
+[ -n "${NBDFS_IN_DEBIAN13_TREE:-}" ] || pkgs+=(debootstrap)
 
-missing=()
-for p in "${pkgs[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed'; then
-    missing+=("$p")
+installed() {
+  dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed'
+}
+
+updated=
+install() {  # install PKG...: apt-get install those not yet installed
+  local missing=() p
+  for p in "$@"; do
+    installed "$p" || missing+=("$p")
+  done
+  [ ${#missing[@]} -gt 0 ] || return 0
+  if [ "$(id -u)" != 0 ]; then
+    echo "install-deps: missing ${missing[*]}; run this script as root" >&2
+    exit 1
   fi
-done
-if [ ${#missing[@]} -eq 0 ]; then
-  echo "install-deps: everything is installed"
-  exit 0
-fi
-if [ "$(id -u)" != 0 ]; then
-  echo "install-deps: missing ${missing[*]}; run this script as root" >&2
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  if [ -z "$updated" ]; then
+    apt-get update -qq
+    updated=1
+  fi
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# clang_major: the major version of the installed clang ("clang-19" is
+# what the "clang" package depends on), empty if it cannot be told.
+clang_major() {
+  dpkg-query -W -f='${Depends}' clang 2>/dev/null |
+    grep -oE '(^|[ ,])clang-[0-9]+' | grep -oE '[0-9]+' | head -1
+}
+
+install "${pkgs[@]}"
+major=$(clang_major)
+if [ -z "$major" ]; then
+  echo "install-deps: cannot tell clang's major version" >&2
   exit 1
 fi
-echo "install-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-echo "install-deps: done"
+install "libclang-rt-$major-dev"
+[ -n "$updated" ] && echo "install-deps: done" ||
+  echo "install-deps: everything is installed"
