@@ -42,6 +42,28 @@ nbdcopy "nbd+unix:///?socket=$sock2" - | cmp - "$tmp/copy" || fail "copy differs
   fail "cp --sparse=always made no holes"
 stop_nbdfs "$mnt"
 
+# NBD_STATE_HOLE without NBD_STATE_ZERO (unallocated, contents unspecified:
+# this server reads 0xff there) is data for SEEK_DATA/SEEK_HOLE; only
+# NBD_STATE_ZERO is a hole. An eval server whose extents say so.
+requires_nbdkit_plugin eval
+img4=$tmp/holes.img
+python3 -c '
+import sys
+with open(sys.argv[1], "wb") as f:
+    f.write(b"\x01" * (1 << 20) + b"\xff" * (1 << 20) + bytes(1 << 20) + b"\x02" * (1 << 20))' "$img4"
+sock4=$tmp/sock4
+start_nbdkit "$sock4" eval get_size='echo 4194304' \
+  pread="dd if=$img4 skip=\$4 count=\$3 iflag=skip_bytes,count_bytes status=none" \
+  can_extents='exit 0' \
+  extents='echo 0 1048576 ""; echo 1048576 1048576 hole; echo 2097152 1048576 hole,zero; echo 3145728 1048576 ""'
+nbdinfo --map "nbd+unix:///?socket=$sock4"
+start_nbdfs "$mnt" "$sock4"
+[ "$(python3 -c "import os; fd=os.open('$f', os.O_RDONLY); print(os.lseek(fd, 1048576, os.SEEK_DATA), os.lseek(fd, 0, os.SEEK_HOLE), os.lseek(fd, 2097152, os.SEEK_DATA), os.lseek(fd, 1572864, os.SEEK_HOLE))")" = "1048576 2097152 3145728 2097152" ] ||
+  fail "HOLE without ZERO must be data: SEEK_DATA/SEEK_HOLE gave $(python3 -c "import os; fd=os.open('$f', os.O_RDONLY); print(os.lseek(fd, 1048576, os.SEEK_DATA), os.lseek(fd, 0, os.SEEK_HOLE), os.lseek(fd, 2097152, os.SEEK_DATA), os.lseek(fd, 1572864, os.SEEK_HOLE))")"
+# ...and what it holds is what the server reads there.
+[ "$(md5 "$f")" = "$(md5 "$img4")" ] || fail "data of the HOLE-only range"
+stop_nbdfs "$mnt"
+
 # No structured replies, so no base:allocation: everything is data.
 sock3=$tmp/sock3
 start_nbdkit "$sock3" --no-sr data '@1048576 1' size=4M
