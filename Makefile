@@ -8,15 +8,29 @@
 #   make fuzz            libFuzzer targets (clang, ASan+UBSan) in build-fuzz/
 #   make fuzz-smoke      each fuzz target ~20 s plus the committed corpus
 #   make demo            the README's first command: a local nbdkit, mounted
+#   make install         binary, man page, systemd units under $(DESTDIR)$(PREFIX)
+#   make uninstall       removes exactly what install wrote
 #   make clean
 #
 # Sources are picked up by wildcard: a new nbdfs*.c (the program layer at
-# the top level), nbdclient/*.c, fuse/*.c, kernelattach/*.c,
+# the top level), nbdclient/*.c, fuse/*.c, kernelattach/*.c, system/*.c,
 # test/unit/test-*.c or test/*.sh needs no Makefile edit.
 
 BUILD    ?= build
 CC       ?= gcc
 SANITIZE ?=
+VERSION  := $(shell cat VERSION)
+
+# Installation (GNU conventions). Nothing is written outside $(DESTDIR).
+PREFIX   ?= /usr/local
+BINDIR   ?= $(PREFIX)/bin
+DATADIR  ?= $(PREFIX)/share
+MANDIR   ?= $(DATADIR)/man
+DOCDIR   ?= $(DATADIR)/doc/nbdfs
+# systemd looks for units in /etc and /usr/lib (also /usr/local/lib with
+# newer versions); a package sets SYSTEMDUNITDIR=/usr/lib/systemd/system.
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+INSTALL  ?= install
 
 PKGS     := fuse3 gnutls glib-2.0 gio-2.0 libnl-genl-3.0
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
@@ -39,13 +53,14 @@ CFLAGS   := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
 LDFLAGS  += -fsanitize=address,undefined
 endif
 ALL_CFLAGS := -std=gnu11 $(CFLAGS) $(WARN) -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
-              -DFUSE_USE_VERSION=35 -DNBDFS_VERSION=\"0.1\" -I. -MMD -MP $(PKG_CFLAGS)
+              -DFUSE_USE_VERSION=35 -DNBDFS_VERSION=\"$(VERSION)\" -I. -MMD -MP $(PKG_CFLAGS)
 LIBS     := $(PKG_LIBS) -lpthread
 
 PROG_SRC   := $(sort $(wildcard nbdfs*.c))
 CLIENT_SRC := $(sort $(wildcard nbdclient/*.c))
 FUSE_SRC   := $(sort $(wildcard fuse/*.c))
 KERNEL_SRC := $(sort $(wildcard kernelattach/*.c))
+SYSTEM_SRC := $(sort $(wildcard system/*.c))
 UNIT_SRC   := $(sort $(wildcard test/unit/test-*.c))
 TOOL_SRC   := $(sort $(wildcard test/tools/*.c))
 FUZZ_SRC   := $(sort $(wildcard test/fuzz/fuzz-*.c))
@@ -54,6 +69,7 @@ PROG_OBJ   := $(PROG_SRC:%.c=$(BUILD)/%.o)
 CLIENT_OBJ := $(CLIENT_SRC:%.c=$(BUILD)/%.o)
 FUSE_OBJ   := $(FUSE_SRC:%.c=$(BUILD)/%.o)
 KERNEL_OBJ := $(KERNEL_SRC:%.c=$(BUILD)/%.o)
+SYSTEM_OBJ := $(SYSTEM_SRC:%.c=$(BUILD)/%.o)
 UNIT_BIN   := $(UNIT_SRC:%.c=$(BUILD)/%)
 TOOL_BIN   := $(TOOL_SRC:%.c=$(BUILD)/%)
 FUZZ_BIN   := $(FUZZ_SRC:%.c=$(BUILD)/%)
@@ -61,9 +77,10 @@ FUZZ_BIN   := $(FUZZ_SRC:%.c=$(BUILD)/%)
 LIBCLIENT  := $(BUILD)/libnbdclient.a
 LIBKERNEL  := $(BUILD)/libkernelattach.a
 LIBFUSE    := $(BUILD)/libfusemode.a
+LIBSYSTEM  := $(BUILD)/libsystem.a
 
 .PHONY: all check check-unit check-asan check-chaos check-valgrind demo bench clean \
-        fuzz fuzz-bins fuzz-smoke
+        fuzz fuzz-bins fuzz-smoke install uninstall
 all: nbdfs $(UNIT_BIN) $(TOOL_BIN)
 
 # Per-directory log domains (style.md: G_LOG_DOMAIN per directory).
@@ -79,6 +96,9 @@ $(BUILD)/fuse/%.o: fuse/%.c
 $(BUILD)/kernelattach/%.o: kernelattach/%.c
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -DG_LOG_DOMAIN=\"nbdfs-kernel\" -c -o $@ $<
+$(BUILD)/system/%.o: system/%.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -DG_LOG_DOMAIN=\"nbdfs-system\" -c -o $@ $<
 $(BUILD)/test/%.o: test/%.c
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -DG_LOG_DOMAIN=\"nbdfs-test\" -c -o $@ $<
@@ -92,11 +112,14 @@ $(LIBKERNEL): $(KERNEL_OBJ)
 $(LIBFUSE): $(FUSE_OBJ)
 	@mkdir -p $(@D)
 	rm -f $@ && ar rcs $@ $^
+$(LIBSYSTEM): $(SYSTEM_OBJ)
+	@mkdir -p $(@D)
+	rm -f $@ && ar rcs $@ $^
 
 # The program layer (nbdfs*.c) over the two mode libraries over nbdclient.
-$(BUILD)/nbdfs: $(PROG_OBJ) $(LIBFUSE) $(LIBKERNEL) $(LIBCLIENT)
-	$(CC) $(LDFLAGS) -o $@ $(PROG_OBJ) $(LIBFUSE) $(LIBKERNEL) $(LIBCLIENT) \
-	  $(LIBS)
+$(BUILD)/nbdfs: $(PROG_OBJ) $(LIBFUSE) $(LIBSYSTEM) $(LIBKERNEL) $(LIBCLIENT)
+	$(CC) $(LDFLAGS) -o $@ $(PROG_OBJ) $(LIBFUSE) $(LIBSYSTEM) $(LIBKERNEL) \
+	  $(LIBCLIENT) $(LIBS)
 
 # ./nbdfs is the binary of the default build; other builds keep theirs in
 # $(BUILD)/nbdfs (tests take the path from $NBDFS).
@@ -107,8 +130,8 @@ else
 nbdfs: $(BUILD)/nbdfs
 endif
 
-$(BUILD)/test/unit/%: $(BUILD)/test/unit/%.o $(LIBFUSE) $(LIBKERNEL) $(LIBCLIENT)
-	$(CC) $(LDFLAGS) -o $@ $< $(LIBFUSE) $(LIBKERNEL) $(LIBCLIENT) $(LIBS)
+$(BUILD)/test/unit/%: $(BUILD)/test/unit/%.o $(LIBFUSE) $(LIBSYSTEM) $(LIBKERNEL) $(LIBCLIENT)
+	$(CC) $(LDFLAGS) -o $@ $< $(LIBFUSE) $(LIBSYSTEM) $(LIBKERNEL) $(LIBCLIENT) $(LIBS)
 $(BUILD)/test/tools/%: $(BUILD)/test/tools/%.o $(LIBCLIENT)
 	$(CC) $(LDFLAGS) -o $@ $< $(LIBCLIENT) $(LIBS)
 $(BUILD)/test/fuzz/%: $(BUILD)/test/fuzz/%.o $(LIBCLIENT)
@@ -152,6 +175,29 @@ demo: all
 
 bench: all
 	bash scripts/bench.sh
+
+# The files install writes, as DIR/NAME:SOURCE:MODE.
+INSTALL_FILES := \
+  $(BINDIR)/nbdfs:$(BUILD)/nbdfs:755 \
+  $(MANDIR)/man1/nbdfs.1:doc/nbdfs.1:644 \
+  $(SYSTEMDUNITDIR)/nbdfs@.service:system/units/nbdfs@.service:644 \
+  $(DOCDIR)/README.md:README.md:644 \
+  $(DOCDIR)/NEWS:NEWS:644
+
+install: $(BUILD)/nbdfs
+	@set -e; for f in $(INSTALL_FILES); do \
+	  dst=$${f%%:*}; rest=$${f#*:}; src=$${rest%%:*}; mode=$${rest##*:}; \
+	  echo "  INSTALL $(DESTDIR)$$dst"; \
+	  $(INSTALL) -D -m $$mode "$$src" "$(DESTDIR)$$dst"; \
+	  case $$src in *.service) sed -i 's|@BINDIR@|$(BINDIR)|g' \
+	    "$(DESTDIR)$$dst";; esac; \
+	done
+
+uninstall:
+	@for f in $(INSTALL_FILES); do \
+	  dst=$${f%%:*}; echo "  RM $(DESTDIR)$$dst"; rm -f "$(DESTDIR)$$dst"; \
+	done
+	-@rmdir "$(DESTDIR)$(DOCDIR)" 2>/dev/null || true
 
 clean:
 	rm -rf build build-asan build-fuzz nbdfs
