@@ -6,8 +6,8 @@
 # Package names are the same on both releases except the libFuzzer
 # runtime, which carries clang's major version (14 on Debian 12, 19 on
 # Debian 13): it is chosen after clang is installed, from clang itself.
-# debootstrap (for scripts/check-debian13.sh) is installed on the host
-# only: the Debian 13 tree sets NBDFS_IN_DEBIAN13_TREE=1.
+# debootstrap serves scripts/check-debian13.sh on the host and
+# test-deb.sh / test-systemd-vm.sh everywhere, the Debian 13 tree included.
 set -euo pipefail
 
 pkgs=(
@@ -25,11 +25,13 @@ pkgs=(
   fio gnuplot-nox
   # analysis (make check-asan links clang/gcc sanitizers from gcc itself)
   valgrind
+  # make install checks (man page lint, unit verify), the .deb and its
+  # test, the boot test (build-deb.sh, lintian, fresh debootstrap trees)
+  mandoc groff-base man-db systemd dpkg-dev debhelper lintian debootstrap
   # make fuzz / test-fuzz-smoke.sh: libFuzzer needs clang (and its
   # runtime, below)
   clang
 )
-[ -n "${NBDFS_IN_DEBIAN13_TREE:-}" ] || pkgs+=(debootstrap)
 
 installed() {
   dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed'
