@@ -29,8 +29,13 @@ nbdfs_cmd_fuse (NbdfsCli *cli, GError **error)
 
   NbdfsFs *fs = nbdfs_fuse_start (&o, mountpoint, &err);
   if (fs) {
-    if (nbdfs_daemon_ready (&d, &err))
+    if (nbdfs_daemon_ready (&d, &err)) {
+      g_autofree char *where = nbdc_address_describe (&cli->nbd.addr);
+      nbdfs_notify_ready ("mounted %s on %s", where, mountpoint);
       nbdfs_fuse_serve (fs);
+      nbdfs_notify_stopping ("unmounting: finishing requests, flushing, "
+                             "disconnecting");
+    }
     /* Not served (the pidfile failed): unmounts, status 1. */
     status = nbdfs_fuse_stop (fs) ? 0 : 1;
   }

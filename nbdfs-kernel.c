@@ -11,6 +11,7 @@
 typedef struct {
   NbdfsDaemon *daemon;
   gboolean stay;
+  const char *where;          /* the address, for STATUS= */
 } Ready;
 
 /* The device is up: say which one (the output scripts read), then, in the
@@ -23,7 +24,12 @@ on_ready (int index, void *data, GError **error)
   printf ("/dev/nbd%d\n", index);
   if (fflush (stdout) != 0)
     g_debug ("writing the device name failed");
-  return !r->stay || nbdfs_daemon_ready (r->daemon, error);
+  if (r->stay && !nbdfs_daemon_ready (r->daemon, error))
+    return FALSE;
+  nbdfs_notify_ready ("/dev/nbd%d attached to %s%s", index, r->where,
+                      r->stay ? "" : " (no process stays: stop the unit "
+                      "to disconnect)");
+  return TRUE;
 }
 
 int
@@ -47,13 +53,17 @@ nbdfs_cmd_kernel (NbdfsCli *cli, GError **error)
    * nothing to daemonise, no pidfile. */
   NbdfsDaemon d = { .foreground = cli->foreground || !nbdk_must_stay (run),
                     .verbose = cli->verbose, .pidfile = cli->pidfile };
-  Ready ready = { .daemon = &d, .stay = nbdk_must_stay (run) };
+  g_autofree char *where = nbdc_address_describe (&cli->nbd.addr);
+  Ready ready = { .daemon = &d, .stay = nbdk_must_stay (run),
+                  .where = where };
   if (!nbdfs_daemon_begin (&d, &status, error)) {
     nbdk_free (run);      /* the parent, after the child's verdict */
     return status;
   }
   if (nbdk_serve (run, on_ready, &ready, &err) < 0)
     status = 1;
+  if (ready.stay)
+    nbdfs_notify_stopping ("stopped");
   nbdk_free (run);
   return nbdfs_daemon_end (&d, status, err, error);
 }

@@ -52,6 +52,11 @@ emit (GLogLevelFlags level, const char *domain, const char *message)
   else
     fprintf (stderr, "%s: %s%s%s\n", domain, what ? what : "",
              what ? ": " : "", message);
+  /* Under systemd the last notice or warning is the unit's status line
+   * ("connection 1 lost; reconnecting", "re-established", "could not
+   * reconnect"). */
+  if (level & (G_LOG_LEVEL_WARNING | G_LOG_LEVEL_MESSAGE))
+    nbdfs_notify_status (message);
 }
 
 static GLogWriterOutput

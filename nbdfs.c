@@ -9,6 +9,9 @@
 #include "nbdfs.h"
 #include "fuse/mount.h"
 #include "nbdclient/error.h"
+#include "system/mount-options.h"
+#include "system/nbdtab.h"
+#include "system/notify.h"
 
 static const char summary[] =
   "Modes:\n"
@@ -112,8 +115,11 @@ parse_args (int argc, char **argv, NbdfsCli *cli, GError **error)
       "Do not verify the server certificate (insecure)", NULL },
     { "verbose", 'v', 0, G_OPTION_ARG_NONE, &cli->verbose,
       "Debug messages, including every protocol step", NULL },
+    { "nbdtab", 0, 0, G_OPTION_ARG_FILENAME, &cli->nbdtab,
+      "Kernel mode as DEVICE's line in FILE (nbd-client's /etc/nbdtab "
+      "format) says", "FILE" },
     { "version", 'V', 0, G_OPTION_ARG_NONE, &version,
-      "Print the version and exit", NULL },
+      "Print the version and the library versions, and exit", NULL },
     { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_STRING_ARRAY, &rest, NULL, NULL },
     { NULL }
   };
@@ -128,7 +134,7 @@ parse_args (int argc, char **argv, NbdfsCli *cli, GError **error)
     return FALSE;
   }
   if (version) {
-    printf ("nbdfs %s\n", NBDFS_VERSION);
+    nbdfs_print_version ();
     exit (EXIT_SUCCESS);
   }
   if (connections < 0 || timeout < -1 || handshake_timeout < 0
@@ -169,6 +175,17 @@ parse_args (int argc, char **argv, NbdfsCli *cli, GError **error)
     g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_USAGE,
                  "unexpected argument '%s' (see nbdfs --help)", rest[2]);
     return FALSE;
+  }
+  if (cli->nbdtab) {
+    /* main() reads the line and parses again with it. */
+    if (n != 1) {
+      g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_USAGE,
+                   "--nbdtab FILE takes one argument, the device "
+                   "(nbdfs --nbdtab=/etc/nbdtab nbd0)");
+      return FALSE;
+    }
+    cli->target = g_strdup (address);
+    return TRUE;
   }
 
   if (cli->disconnect || (cli->status && !cli->kernel)) {
@@ -224,6 +241,72 @@ parse_args (int argc, char **argv, NbdfsCli *cli, GError **error)
   return TRUE;
 }
 
+static void
+clear_cli (NbdfsCli *cli)
+{
+  nbdc_options_clear (&cli->nbd);
+  g_free (cli->target);
+  g_free (cli->file_name);
+  g_free (cli->pidfile);
+  g_free (cli->nbdtab);
+  g_strfreev (cli->fuse_opts);
+  memset (cli, 0, sizeof *cli);
+}
+
+/* parse_args on a vector we keep: GOption reorders the array it parses,
+ * so it gets a shallow copy. */
+static gboolean
+parse (char **args, NbdfsCli *cli, GError **error)
+{
+  int argc = (int) g_strv_length (args);
+  g_autofree char **copy = g_memdup2 (args, (argc + 1) * sizeof *args);
+  return parse_args (argc, copy, cli, error);
+}
+
+/* --nbdtab FILE DEVICE: the arguments again with DEVICE's line in FILE
+ * (system/nbdtab.h) put in: its options first (so the command line's
+ * win), --kernel, and the address and device where DEVICE was. Prints
+ * the line's warnings (ignored options). */
+static char **
+nbdtab_args (const NbdfsCli *cli, char **args, GError **error)
+{
+  NbdfsNbdtabEntry e;
+  if (!nbdfs_nbdtab_load (cli->nbdtab, cli->target, &e, error))
+    return NULL;
+  for (char **w = e.warnings; *w; w++)
+    fprintf (stderr, "nbdfs: warning: %s\n", *w);
+
+  GPtrArray *a = g_ptr_array_new ();
+  g_ptr_array_add (a, g_strdup (args[0]));
+  for (char **o = e.args; *o; o++)
+    g_ptr_array_add (a, g_strdup (*o));
+  g_ptr_array_add (a, g_strdup ("--kernel"));
+  /* The device is the last argument equal to it (the only positional). */
+  int device_at = -1;
+  for (int i = 1; args[i]; i++)
+    if (strcmp (args[i], cli->target) == 0)
+      device_at = i;
+  for (int i = 1; args[i]; i++) {
+    if (g_str_has_prefix (args[i], "--nbdtab="))
+      continue;
+    if (strcmp (args[i], "--nbdtab") == 0) {
+      if (args[i + 1])
+        i++;
+      continue;
+    }
+    if (i == device_at) {
+      g_ptr_array_add (a, g_strdup (e.address));
+      g_ptr_array_add (a, g_strdup (e.device));
+      continue;
+    }
+    g_ptr_array_add (a, g_strdup (args[i]));
+  }
+  g_ptr_array_add (a, NULL);
+  g_debug ("%s line %u: %s %s", cli->nbdtab, e.line, e.address, e.device);
+  nbdfs_nbdtab_entry_clear (&e);
+  return (char **) g_ptr_array_free (a, FALSE);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -231,10 +314,25 @@ main (int argc, char **argv)
   g_autoptr (GError) error = NULL;
   int r;
 
-  if (!parse_args (argc, argv, &cli, &error)) {
+  /* fstab: mount.fuse3 runs "nbdfs ADDRESS MNT -o OPTS"; our options in
+   * OPTS become our long options (system/mount-options.h). */
+  g_auto (GStrv) args = nbdfs_mount_options_expand (argc, argv, &error);
+  if (args == NULL || !parse (args, &cli, &error)) {
     fprintf (stderr, "nbdfs: %s\n", error->message);
     return 2;
   }
+  if (cli.nbdtab) {
+    g_auto (GStrv) again = nbdtab_args (&cli, args, &error);
+    clear_cli (&cli);
+    if (again == NULL || !parse (again, &cli, &error)) {
+      fprintf (stderr, "nbdfs: %s\n", error->message);
+      return 2;
+    }
+  }
+  /* Type=notify: systemd watches this process, so it must not fork away
+   * (the unit's ExecStart says -f anyway). */
+  if (nbdfs_notify_wanted ())
+    cli.foreground = TRUE;
   /* Every mode's messages take one way (stderr until a daemon leaves the
    * terminal, then syslog) in one format. */
   nbdfs_log_setup (FALSE, cli.verbose);
@@ -261,10 +359,7 @@ main (int argc, char **argv)
              error ? error->message : "failed (no reason given: a bug)");
     r = 1;
   }
-  nbdc_options_clear (&cli.nbd);
-  g_free (cli.target);
-  g_free (cli.file_name);
-  g_free (cli.pidfile);
-  g_strfreev (cli.fuse_opts);
+  nbdfs_notify_flush ();
+  clear_cli (&cli);
   return r;
 }

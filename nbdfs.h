@@ -40,6 +40,7 @@ typedef struct {
   char *file_name;            /* --name FILE */
   char *pidfile;              /* --pidfile */
   char **fuse_opts;           /* -o OPT, repeatable */
+  char *nbdtab;               /* --nbdtab FILE: target is the device */
 } NbdfsCli;
 
 /* Each command returns the process exit status (0 on success), or -1
@@ -84,6 +85,23 @@ int nbdfs_daemon_end (NbdfsDaemon *d, int status, const GError *err,
 /* Routes GLib's log (every directory's domain, and libfuse's through
  * fuse/) to stderr or syslog; debug and info only when verbose. */
 void nbdfs_log_setup (gboolean to_syslog, gboolean verbose);
+
+/* ---- nbdfs-notify.c: systemd readiness (sd_notify) ---- */
+
+/* READY=1 with STATUS=<printf>, once per process. */
+void nbdfs_notify_ready (const char *fmt, ...) G_GNUC_PRINTF (1, 2);
+/* STATUS=message (the log calls it for notices and warnings). */
+void nbdfs_notify_status (const char *message);
+/* STOPPING=1 with STATUS=status. */
+void nbdfs_notify_stopping (const char *status);
+/* Before exiting: waits until systemd has read what we sent, if READY=1
+ * went out. */
+void nbdfs_notify_flush (void);
+
+/* ---- nbdfs-version.c ---- */
+
+/* --version: nbdfs's version and the loaded libraries'. */
+void nbdfs_print_version (void);
 
 /* ---- nbdfs-output.c ---- */
 
