@@ -14,6 +14,7 @@
 source "$SRCDIR/test/functions.sh"
 source "$SRCDIR/test/fuse-functions.sh"
 requires_nbdkit_plugin file
+requires_nbdkit_filter delay
 
 sock=$tmp/sock
 mnt=$tmp/mnt
@@ -21,7 +22,9 @@ nlog=$tmp/notify.log
 mkdir -p "$mnt"
 truncate -s 8M "$tmp/backing"
 printf 'hello, systemd' | dd of="$tmp/backing" conv=notrunc status=none
-start_nbdkit "$sock" file "$tmp/backing"
+# Opening takes 500 ms, so a READY=1 sent before the mount exists is
+# caught by the listener's check.
+start_nbdkit "$sock" --filter=delay file "$tmp/backing" delay-open=500ms
 
 "$TOOLS/notify-listen" "$tmp/notify" "$nlog" \
   "grep -q ' $mnt fuse' /proc/mounts && head -c 14 $mnt/disk | grep -q 'hello, systemd'" &
