@@ -11,4 +11,5 @@ requires cpio --version
 requires nbdkit --version
 ls /boot/vmlinuz-* >/dev/null 2>&1 || skip "no kernel image in /boot (linux-image-amd64)"
 
-VM_TIMEOUT=540 bash "$SRCDIR/test/vm/run-vm.sh" "$SRCDIR/test/vm/guest-kernel.sh"
+VM_TIMEOUT=540 bash "$SRCDIR/test/vm/run-vm.sh" "$SRCDIR/test/vm/guest-kernel.sh" \
+  "$TOOLS/notify-listen"

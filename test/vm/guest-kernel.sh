@@ -319,6 +319,78 @@ t_persist_daemon() {
   test ! -e /sys/block/nbd1/pid
 }
 
+# Readiness (sd_notify) in kernel mode, without --persist: READY=1 only
+# once the device is attached (the listener checks the device when READY=1
+# arrives; the server holds the open 300 ms, so an early READY is seen),
+# then the barrier before nbdfs exits; no STOPPING=1 (the device stays).
+t_notify() {
+  start_nbdkit "$tmp/sock" --filter=delay memory 8M delay-open=300ms
+  /test/notify-listen "$tmp/notify" "$tmp/nlog" \
+    "test -e /sys/block/nbd2/pid && [ \$(blockdev --getsize64 /dev/nbd2) = 8388608 ]" &
+  cleanup_fn kill_pid $!
+  wait_for test -S "$tmp/notify"
+  NOTIFY_SOCKET=$tmp/notify "$NBDFS" --kernel "$tmp/sock" nbd2
+  cleanup_fn detach /dev/nbd2
+  wait_for grep -q BARRIER=1 "$tmp/nlog"
+  cat "$tmp/nlog"
+  grep -q 'READY=1|STATUS=/dev/nbd2 attached to ' "$tmp/nlog"
+  grep -q 'ready-check rc=0' "$tmp/nlog"
+  [ "$(grep -n READY=1 "$tmp/nlog" | cut -d: -f1)" -lt \
+    "$(grep -n BARRIER=1 "$tmp/nlog" | cut -d: -f1)" ]
+  ! grep -q STOPPING "$tmp/nlog" || fail "STOPPING=1 without a stop"
+  "$NBDFS" --disconnect /dev/nbd2
+}
+
+# What nbdfs@nbd3.service runs: --foreground --nbdtab FILE nbd3, with a
+# "persist" line, under NOTIFY_SOCKET: READY=1 once attached, STATUS= when
+# the server dies and when the supervisor reconnected, STOPPING=1 when
+# the unit's ExecStop (nbdfs --disconnect) ends it; nbd-client's options
+# honoured (conns=2 -> 2 connections, unix) or ignored with a warning (bs=).
+t_nbdtab_persist() {
+  dd if=/dev/zero of="$tmp/disk.img" bs=$MiB count=8 2>/dev/null
+  start_nbdkit "$tmp/sock" file "$tmp/disk.img"
+  printf '# nbd-client style\nnbd3 %s disk unix,conns=2,persist,bs=4096,_netdev\n' \
+    "$tmp/sock" > "$tmp/nbdtab"
+  printf 'nbd4 %s disk unix,swap\n' "$tmp/sock" >> "$tmp/nbdtab"
+  /test/notify-listen "$tmp/notify" "$tmp/nlog" "test -e /sys/block/nbd3/pid" &
+  cleanup_fn kill_pid $!
+  wait_for test -S "$tmp/notify"
+  NOTIFY_SOCKET=$tmp/notify "$NBDFS" --foreground --nbdtab="$tmp/nbdtab" nbd3 \
+    > "$tmp/out" 2> "$tmp/err" &
+  sup=$!
+  cleanup_fn detach /dev/nbd3
+  cleanup_fn kill_pid "$sup"
+  wait_for grep -q 'ready-check' "$tmp/nlog" || { cat "$tmp/err"; fail "no READY=1"; }
+  cat "$tmp/nlog" "$tmp/err"
+  grep -q 'ready-check rc=0' "$tmp/nlog"
+  grep -q 'bs=4096 ignored' "$tmp/err"
+  [ "$(cat "$tmp/out")" = /dev/nbd3 ]
+  "$NBDFS" --status nbd3 | tee "$tmp/status"
+  grep -q "nbd+unix:///disk?socket=$tmp/sock, 8388608 bytes, 2 connections, netlink, persist" "$tmp/status"
+  random_file "$tmp/data" 2
+  dd if="$tmp/data" of=/dev/nbd3 bs=$MiB oflag=direct conv=fsync
+  # The server dies and comes back.
+  kill -9 "$nbdkit_pid"
+  WAIT_SECS=60 wait_for grep -q 'STATUS=.*lost, reconnecting' "$tmp/nlog" ||
+    { cat "$tmp/nlog"; fail "no STATUS= for the lost connections"; }
+  rm -f "$tmp/sock"
+  start_nbdkit "$tmp/sock" file "$tmp/disk.img"
+  WAIT_SECS=60 wait_for grep -q 'STATUS=.*reconnected' "$tmp/nlog" ||
+    { cat "$tmp/nlog"; fail "no STATUS= for the reconnection"; }
+  dd if=/dev/nbd3 of="$tmp/back" bs=$MiB count=2 iflag=direct
+  [ "$(md5 "$tmp/data")" = "$(md5 "$tmp/back")" ]
+  # ExecStop.
+  "$NBDFS" --disconnect /dev/nbd3
+  WAIT_SECS=15 wait_for sh -c "! kill -0 $sup"
+  wait "$sup" || fail "the supervisor exited with an error"
+  cat "$tmp/nlog"
+  grep -q 'STOPPING=1' "$tmp/nlog"
+  [ "$(grep -c READY=1 "$tmp/nlog")" = 1 ]
+  # A refused option attaches nothing.
+  expect_fail_with 'swap is not supported' "$NBDFS" --nbdtab="$tmp/nbdtab" nbd4
+  test ! -e /sys/block/nbd4/pid
+}
+
 vm_run netlink t_netlink 120
 vm_run ioctl-ext4 t_ioctl_ext4 180
 vm_run kernel-picks t_kernel_picks 60
@@ -329,4 +401,6 @@ vm_run nbd-server t_nbd_server 60
 vm_run server-gone t_server_gone 90
 vm_run persist t_persist 180
 vm_run persist-daemon t_persist_daemon 60
+vm_run notify t_notify 60
+vm_run nbdtab-persist t_nbdtab_persist 180
 vm_finish
