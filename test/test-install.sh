@@ -87,6 +87,19 @@ for o in connections read-only ro name all timeout reconnect connect-timeout \
     fail "FSTAB section lacks $o"
 done
 
+# ---- --version names the libraries ----
+"$NBDFS" --version | tee "$tmp/version"
+for l in "nbdfs $(cat "$SRCDIR/VERSION")" "libfuse 3\." "GnuTLS 3\." "GLib 2\." \
+         "libnl 3\."; do
+  grep -q "^$l" "$tmp/version" || fail "--version lacks $l"
+done
+
+# ---- --nbdtab reaches the parser (attaching is tested in the VM) ----
+printf 'nbd0 server disk swap\n' >"$tmp/nbdtab"
+expect_fail_with "no line for nbd9" "$NBDFS" --nbdtab="$tmp/nbdtab" nbd9
+expect_fail_with "swap is not supported" "$NBDFS" --nbdtab "$tmp/nbdtab" /dev/nbd0
+expect_fail_with "takes one argument" "$NBDFS" --nbdtab="$tmp/nbdtab" nbd0 /mnt
+
 # ---- the unit ----
 unitdir=$tmp/units
 mkdir -p "$unitdir"
