@@ -31,8 +31,10 @@ mirror=${mirror:-http://deb.debian.org/debian}
 deb=$(ls "$tmp"/out/nbdfs_*.deb)
 version=$(cat "$SRCDIR/VERSION")
 dpkg-deb -f "$deb" Depends | tee "$tmp/depends"
-for p in libfuse3-3 libgnutls30 libglib2.0-0 libnl-genl-3-200 fuse3; do
-  grep -q "\b$p\b" "$tmp/depends" || fail "Depends lacks $p"
+# (Debian 13 names: libfuse3-4, libgnutls30t64, libglib2.0-0t64.)
+for p in 'libfuse3-[34]' 'libgnutls30(t64)?' 'libglib2\.0-0(t64)?' \
+         'libnl-genl-3-200' 'fuse3'; do
+  grep -Eq "(^|, )$p( |,|\$)" "$tmp/depends" || fail "Depends lacks $p"
 done
 
 # ---- the fresh tree (cached) ----
