@@ -32,7 +32,7 @@ when=$(git -C "$src" log -1 --format=%ct 2>/dev/null || date +%s)
 } > debian/changelog
 export SOURCE_DATE_EPOCH=$when
 
-dpkg-buildpackage -b -us -uc -j2 >"$work/build.log" 2>&1 || {
+env -u BUILD -u NBDFS -u TOOLS -u SRCDIR dpkg-buildpackage -b -us -uc -j2 >"$work/build.log" 2>&1 || {
   tail -n 40 "$work/build.log" >&2
   echo "build-deb: dpkg-buildpackage failed" >&2
   exit 1
