@@ -4,7 +4,7 @@
 # written and read through TLS (qemu-nbd -t -e 8, 4 connections), and
 # clear refusals: no client certificate, unknown CA, wrong host name, wrong
 # PSK, unknown PSK user, --tls=off against a TLS-only qemu-nbd, and nbds://
-# against a plain qemu-nbd.
+# against a plain qemu-nbd. A TLS 1.2-only qemu-nbd (priority=) too.
 # timeout: 90
 source "$SRCDIR/test/functions.sh"
 requires qemu-nbd --version
@@ -51,6 +51,29 @@ expect_fail_with 'certificate is for localhost, 127\.0\.0\.1, ::1, not wrong\.ex
   "$NBDFS" --info "$uri" --tls-certificates "$pki" --tls-hostname wrong.example
 expect_fail_with '^nbdfs: .*the server requires TLS: use nbds:// or --tls=require' \
   "$NBDFS" --info "$sock:disk" --tls=off
+kill_pid "$qemu_nbd_pid"
+
+# ---- a TLS 1.2-only server (qemu's priority= on the creds): the same
+# successes and refusals, and the session says TLS1.2 ----
+sock12=$tmp/x509-12.sock
+start_qemu_nbd "$sock12" -t -f raw -x disk -e 4 \
+  --object "tls-creds-x509,id=tls0,endpoint=server,dir=$pki,priority=NORMAL:-VERS-ALL:+VERS-TLS1.2" \
+  --tls-creds tls0 "$tmp/disk.img"
+uri12="nbds+unix:///disk?socket=$sock12&tls-hostname=localhost"
+out=$("$NBDFS" -v --info "$uri12" --tls-certificates "$pki" 2>&1)
+echo "$out"
+grep -qx 'TLS: *yes' <<<"$out" || fail "TLS 1.2 server: --info does not say TLS: yes"
+grep -q 'TLS: handshake done: (TLS1\.2)' <<<"$out" || fail "TLS 1.2 server: not a TLS 1.2 session"
+out=$("$TOOLS/nbdc-driver" -C 4 "$uri12&tls-certificates=$pki" read-md5 3M 2M)
+[ "$(tail -n1 <<<"$out")" = "$data_md5" ] || fail "md5 over TLS 1.2"
+# Without a client certificate the server refuses. (Known gap: under TLS
+# 1.2 the client does not wait for the server's verdict as it does under
+# 1.3, so the message is the next option's "Broken pipe", not "the server
+# asked for a client certificate and we have none".)
+expect_exit_with 1 '^nbdfs: unix:.*x509-12\.sock: ' \
+  "$NBDFS" --info "$uri12" --tls-certificates "$tmp/ca-only"
+expect_fail_with '^nbdfs: .*signed by an unknown CA' \
+  "$NBDFS" --info "$uri12" --tls-certificates "$pki/wrong"
 kill_pid "$qemu_nbd_pid"
 
 # ---- PSK (the directory holds keys.psk) ----
