@@ -35,6 +35,7 @@
  */
 #include <errno.h>
 #include <string.h>
+#include "nbdclient/names.h"
 #include "nbdclient/pool-internal.h"
 #include "nbdclient/protocol.h"
 
@@ -82,9 +83,34 @@ range_ok (NbdPool *pool, size_t count, uint64_t offset)
 static uint64_t
 effect_cap (NbdPool *pool, uint16_t flags, uint32_t bs)
 {
-  if (pool->extended && !(flags & NBD_CMD_FLAG_NO_HOLE))
+  if (pool->extended && !(flags & NBD_CMD_FLAG_NO_HOLE)
+      && !g_atomic_int_get (&pool->big_effect_refused))
     return INT64_MAX - INT64_MAX % bs;
   return MAX_EFFECT - MAX_EFFECT % bs;
+}
+
+/* The server may refuse a large effect length: it "MAY reply with an
+ * NBD_EOVERFLOW or NBD_EINVAL error if the oversize request would require
+ * too many server resources" ("Size constraints"). A command over
+ * MAX_EFFECT refused that way is sent again in MAX_EFFECT pieces (zero
+ * and trim are idempotent: locked_cmd_done; block status has reported
+ * nothing yet: status_big_done), and the pool sends no more big ones. */
+typedef struct {
+  NbdcCmd cmd;                /* as sent; cmd.opaque is the parent */
+} BigEffect;
+
+static gboolean
+big_refused (NbdPool *pool, const NbdcCmd *cmd, int err)
+{
+  if ((err != EOVERFLOW && err != EINVAL) || cmd->count <= MAX_EFFECT)
+    return FALSE;
+  if (!g_atomic_int_get (&pool->big_effect_refused))
+    g_debug ("the server refused %s of %" G_GUINT64_FORMAT " bytes (%s): "
+             "using pieces of %u bytes from now on",
+             nbdc_cmd_name (cmd->type), cmd->count, g_strerror (err),
+             MAX_EFFECT);
+  g_atomic_int_set (&pool->big_effect_refused, TRUE);
+  return TRUE;
 }
 
 static void
@@ -201,11 +227,28 @@ typedef struct {
   NbdcCmd cmd;
 } LockedCmd;
 
+static void send_locked (NbdcParent *p, uint16_t type, uint16_t flags,
+                         uint64_t offset, uint64_t count, const char *buf);
+
 static void
 locked_cmd_done (void *opaque, int err)
 {
   LockedCmd *c = opaque;
   NbdcParent *p = c->parent;
+  if (c->cmd.buf == NULL && big_refused (p->pool, &c->cmd, err)) {
+    /* Redo a refused big zero/trim in pieces, each under its own shared
+     * lock (queued behind whatever came meanwhile; acquiring never
+     * blocks). They join the parent before this part leaves it. */
+    uint32_t bs = min_block (p->pool);
+    uint64_t max = MAX_EFFECT - MAX_EFFECT % bs;
+    uint64_t pos = c->cmd.offset, end = c->cmd.offset + c->cmd.count;
+    while (pos < end) {
+      uint64_t n = MIN (end - pos, max);
+      send_locked (p, c->cmd.type, c->cmd.flags, pos, n, NULL);
+      pos += n;
+    }
+    err = 0;
+  }
   range_release (p->pool, &c->lock);
   g_free (c);
   pool_parent_part_done (p, err);
@@ -561,6 +604,25 @@ extent_clipped (void *opaque, uint64_t offset, uint64_t length,
     c->extent (c->opaque, s, e - s, flags);
 }
 
+/* A refused big block status query is asked again for MAX_EFFECT bytes
+ * (callers loop from the last extent anyway). */
+static void
+status_big_done (void *opaque, int err)
+{
+  BigEffect *b = opaque;
+  NbdcParent *p = b->cmd.opaque;
+  if (big_refused (p->pool, &b->cmd, err)) {
+    uint32_t bs = min_block (p->pool);
+    NbdcCmd cmd = b->cmd;
+    cmd.count = MAX_EFFECT - MAX_EFFECT % bs;
+    g_free (b);
+    pool_send_cmd (p->pool, &cmd);
+    return;
+  }
+  g_free (b);
+  pool_parent_part_done (p, err);
+}
+
 void
 nbdc_pool_block_status (NbdPool *pool, size_t count, uint64_t offset,
                         uint32_t flags, NbdcExtentFn extent,
@@ -596,6 +658,12 @@ nbdc_pool_block_status (NbdPool *pool, size_t count, uint64_t offset,
     .offset = a, .count = b - a, .extent = extent_clipped,
     .done = pool_parent_part_done, .opaque = p,
   };
+  if (cmd.count > MAX_EFFECT) {
+    BigEffect *big = g_new (BigEffect, 1);
+    big->cmd = cmd;
+    cmd.done = status_big_done;
+    cmd.opaque = big;
+  }
   pool_send_cmd (pool, &cmd);
   pool_parent_release (p);
 }

@@ -21,6 +21,8 @@ struct NbdPool {
   gboolean base_allocation;   /* negotiated on every connection */
   gboolean extended;          /* extended headers on every connection:
                                  64-bit effect lengths (blocksize.c) */
+  gint big_effect_refused;    /* atomic: the server refused an effect
+                                 length over 1 GiB (blocksize.c) */
   uint32_t max_payload;       /* multiple of min_block, <= 32 MiB */
   unsigned n;
   NbdConn **conns;            /* read with g_atomic_pointer_get: a

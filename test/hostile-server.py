@@ -234,6 +234,12 @@ def serve(s, scenario):
 # apart from the compact scenarios so both can change independently.
 
 EXT_REQ = 0x21E41C71
+CMD_TRIM, CMD_WRITE_ZEROES = 4, 6
+# ext-big-refused: a 6 GiB export whose server refuses any trim, zero or
+# block status over 1 GiB with NBD_EOVERFLOW (the spec allows it for
+# "oversize" effect lengths), and logs every request's type and length on
+# stderr ("hostile-server: request TYPE LENGTH [refused]").
+EXT_BIG_SIZE = 6 << 30
 EXT_REPLY = 0x6E8A278C
 OPT_EXT = 11
 T_BS_EXT = 6
@@ -244,7 +250,7 @@ EXT_SCENARIOS = {
     "ext-structured-magic", "ext-simple-magic", "ext-bs-32", "ext-bs-count",
     "ext-bs-len", "ext-bs-high-status", "ext-bs-zero-extent",
     "ext-bs-past-end", "ext-not-negotiated", "ext-unknown-cookie",
-    "ext-data-outside", "ext-short-header-eof",
+    "ext-data-outside", "ext-short-header-eof", "ext-big-refused",
 }
 
 
@@ -266,7 +272,8 @@ def ext_handshake(s, scenario):
             opt_reply(s, opt, REP_META, struct.pack(">I", CTX_ID) + name)
             opt_reply(s, opt, REP_ACK)
         elif opt == OPT_GO:
-            opt_reply(s, opt, REP_INFO, struct.pack(">HQH", 0, SIZE, 1 | 4 | 32 | 64))
+            size = EXT_BIG_SIZE if scenario == "ext-big-refused" else SIZE
+            opt_reply(s, opt, REP_INFO, struct.pack(">HQH", 0, size, 1 | 4 | 32 | 64))
             opt_reply(s, opt, REP_ACK)
             return ext
         elif opt == OPT_ABORT:
@@ -362,6 +369,15 @@ def serve_ext(s, scenario):
                 store[off:off + ln] = recv_all(s, ln)
             if typ == CMD_DISC:
                 break
+            if scenario == "ext-big-refused":
+                refuse = typ in (CMD_TRIM, CMD_WRITE_ZEROES, CMD_BS) and ln > 1 << 30
+                sys.stderr.write("hostile-server: request %d %d%s\n"
+                                 % (typ, ln, " refused" if refuse else ""))
+                if refuse:
+                    xchunk(s, DONE, T_ERROR, cookie, off, struct.pack(">IH", 75, 0))
+                else:
+                    ext_good(s, typ, cookie, off, ln, store)
+                continue
             bad = (not done_bad and typ in (CMD_READ, CMD_BS)
                    and scenario != "ext-ok")
             if not bad:

@@ -74,4 +74,28 @@ for mode in ext noext; do
   grep -qx "$first" <<<"$out" || fail "ext-ok $mode: first extent"
   wait "$spid" 2>/dev/null || true
 done
+
+# A server that refuses effect lengths over 1 GiB with NBD_EOVERFLOW: the
+# first big request is refused once and redone in 1 GiB pieces; from then
+# on the pool sends pieces straight away (exactly one refusal in all).
+sock=$tmp/big.sock
+python3 "$server" "$sock" ext-big-refused "$tmp/big.pid" 2> "$tmp/big.log" &
+spid=$!
+cleanup_fn kill_pid "$spid"
+wait_for test -S "$sock" || fail "ext-big-refused: server did not start"
+out=$(timeout 20 "$D" -C 1 "$sock" zero 0 6G trim 0 6G extents 0 6G) \
+  || { cat "$tmp/big.log"; fail "ext-big-refused: $out"; }
+echo "$out"
+cat "$tmp/big.log"
+[ "$(grep -c "^ok$" <<<"$out")" = 2 ] || fail "ext-big-refused: zero, trim"
+[ "$(grep -c ' refused$' "$tmp/big.log")" = 1 ] || fail "ext-big-refused: want one refusal"
+grep -qx 'hostile-server: request 6 6442450944 refused' "$tmp/big.log" \
+  || fail "ext-big-refused: the first zero was not one 6 GiB request"
+[ "$(grep -c '^hostile-server: request 6 1073741824$' "$tmp/big.log")" = 6 ] \
+  || fail "ext-big-refused: zero not redone in 6 pieces"
+[ "$(grep -c '^hostile-server: request 4 1073741824$' "$tmp/big.log")" = 6 ] \
+  || fail "ext-big-refused: trim not sent in 6 pieces"
+# Extents to the very end (the server's alternate every half piece).
+grep -qx '5905580032 536870912 3' <<<"$out" || fail "ext-big-refused: extents"
+wait "$spid" 2>/dev/null || true
 echo OK
