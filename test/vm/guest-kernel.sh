@@ -323,6 +323,7 @@ t_persist_daemon() {
 # once the device is attached (the listener checks the device when READY=1
 # arrives; the server holds the open 300 ms, so an early READY is seen),
 # then the barrier before nbdfs exits; no STOPPING=1 (the device stays).
+# With --ioctl the process stays: STOPPING=1 when it is disconnected.
 t_notify() {
   start_nbdkit "$tmp/sock" --filter=delay memory 8M delay-open=300ms
   /test/notify-listen "$tmp/notify" "$tmp/nlog" \
@@ -339,6 +340,22 @@ t_notify() {
     "$(grep -n BARRIER=1 "$tmp/nlog" | cut -d: -f1)" ]
   ! grep -q STOPPING "$tmp/nlog" || fail "STOPPING=1 without a stop"
   "$NBDFS" --disconnect /dev/nbd2
+
+  # --ioctl: the process stays in NBD_DO_IT; READY=1 once the device is
+  # up, STOPPING=1 when --disconnect ends it.
+  /test/notify-listen "$tmp/notify2" "$tmp/nlog2" \
+    "test -e /sys/block/nbd2/pid && [ \$(blockdev --getsize64 /dev/nbd2) = 8388608 ]" &
+  cleanup_fn kill_pid $!
+  wait_for test -S "$tmp/notify2"
+  NOTIFY_SOCKET=$tmp/notify2 "$NBDFS" --kernel --ioctl "$tmp/sock" nbd2 &
+  doit=$!
+  wait_for grep -q ready-check "$tmp/nlog2" || fail "--ioctl: no READY=1"
+  grep -q 'ready-check rc=0' "$tmp/nlog2"
+  kill -0 "$doit"
+  "$NBDFS" --disconnect /dev/nbd2
+  wait "$doit" || fail "--ioctl: nbdfs exited with an error"
+  cat "$tmp/nlog2"
+  grep -q STOPPING=1 "$tmp/nlog2"
 }
 
 # What nbdfs@nbd3.service runs: --foreground --nbdtab FILE nbd3, with a
