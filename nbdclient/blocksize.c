@@ -94,10 +94,7 @@ effect_cap (NbdPool *pool, uint16_t flags, uint32_t bs)
  * too many server resources" ("Size constraints"). A command over
  * MAX_EFFECT refused that way is sent again in MAX_EFFECT pieces (zero
  * and trim are idempotent: locked_cmd_done; block status has reported
- * nothing yet: status_big_done), and the pool sends no more big ones. */
-typedef struct {
-  NbdcCmd cmd;                /* as sent; cmd.opaque is the parent */
-} BigEffect;
+ * nothing yet: status_done), and the pool sends no more big ones. */
 
 static gboolean
 big_refused (NbdPool *pool, const NbdcCmd *cmd, int err)
@@ -591,6 +588,7 @@ typedef struct {
   NbdcExtentFn extent;
   void *opaque;
   uint64_t start, end;        /* what the caller asked about */
+  NbdcCmd cmd;                /* as sent (for status_done's retry) */
 } ExtentClip;
 
 static void
@@ -605,21 +603,20 @@ extent_clipped (void *opaque, uint64_t offset, uint64_t length,
 }
 
 /* A refused big block status query is asked again for MAX_EFFECT bytes
- * (callers loop from the last extent anyway). */
+ * (callers loop from the last extent anyway). Its opaque is the parent,
+ * like extent_clipped's: the connection passes cmd.opaque to both. */
 static void
-status_big_done (void *opaque, int err)
+status_done (void *opaque, int err)
 {
-  BigEffect *b = opaque;
-  NbdcParent *p = b->cmd.opaque;
-  if (big_refused (p->pool, &b->cmd, err)) {
+  NbdcParent *p = opaque;
+  ExtentClip *c = p->owned;
+  if (big_refused (p->pool, &c->cmd, err)) {
     uint32_t bs = min_block (p->pool);
-    NbdcCmd cmd = b->cmd;
-    cmd.count = MAX_EFFECT - MAX_EFFECT % bs;
-    g_free (b);
+    c->cmd.count = MAX_EFFECT - MAX_EFFECT % bs;
+    NbdcCmd cmd = c->cmd;
     pool_send_cmd (p->pool, &cmd);
     return;
   }
-  g_free (b);
   pool_parent_part_done (p, err);
 }
 
@@ -651,19 +648,14 @@ nbdc_pool_block_status (NbdPool *pool, size_t count, uint64_t offset,
   NbdcParent *p = pool_parent_new (pool, done, opaque);
   ExtentClip *c = g_new (ExtentClip, 1);
   *c = (ExtentClip) { extent, opaque, offset, offset + count };
-  p->owned = c;
-  pool_parent_add (p);
-  NbdcCmd cmd = {
+  c->cmd = (NbdcCmd) {
     .type = NBD_CMD_BLOCK_STATUS, .flags = flags & NBD_CMD_FLAG_REQ_ONE,
     .offset = a, .count = b - a, .extent = extent_clipped,
-    .done = pool_parent_part_done, .opaque = p,
+    .done = status_done, .opaque = p,
   };
-  if (cmd.count > MAX_EFFECT) {
-    BigEffect *big = g_new (BigEffect, 1);
-    big->cmd = cmd;
-    cmd.done = status_big_done;
-    cmd.opaque = big;
-  }
+  p->owned = c;
+  pool_parent_add (p);
+  NbdcCmd cmd = c->cmd;
   pool_send_cmd (pool, &cmd);
   pool_parent_release (p);
 }

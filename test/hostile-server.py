@@ -238,7 +238,8 @@ CMD_TRIM, CMD_WRITE_ZEROES = 4, 6
 # ext-big-refused: a 6 GiB export whose server refuses any trim, zero or
 # block status over 1 GiB with NBD_EOVERFLOW (the spec allows it for
 # "oversize" effect lengths), and logs every request's type and length on
-# stderr ("hostile-server: request TYPE LENGTH [refused]").
+# stderr ("hostile-server: request TYPE LENGTH [refused]"). ext-big-ok: the
+# same export and log, refusing nothing.
 EXT_BIG_SIZE = 6 << 30
 EXT_REPLY = 0x6E8A278C
 OPT_EXT = 11
@@ -251,6 +252,7 @@ EXT_SCENARIOS = {
     "ext-bs-len", "ext-bs-high-status", "ext-bs-zero-extent",
     "ext-bs-past-end", "ext-not-negotiated", "ext-unknown-cookie",
     "ext-data-outside", "ext-short-header-eof", "ext-big-refused",
+    "ext-big-ok",
 }
 
 
@@ -272,7 +274,7 @@ def ext_handshake(s, scenario):
             opt_reply(s, opt, REP_META, struct.pack(">I", CTX_ID) + name)
             opt_reply(s, opt, REP_ACK)
         elif opt == OPT_GO:
-            size = EXT_BIG_SIZE if scenario == "ext-big-refused" else SIZE
+            size = EXT_BIG_SIZE if scenario.startswith("ext-big-") else SIZE
             opt_reply(s, opt, REP_INFO, struct.pack(">HQH", 0, size, 1 | 4 | 32 | 64))
             opt_reply(s, opt, REP_ACK)
             return ext
@@ -369,8 +371,9 @@ def serve_ext(s, scenario):
                 store[off:off + ln] = recv_all(s, ln)
             if typ == CMD_DISC:
                 break
-            if scenario == "ext-big-refused":
-                refuse = typ in (CMD_TRIM, CMD_WRITE_ZEROES, CMD_BS) and ln > 1 << 30
+            if scenario.startswith("ext-big-"):
+                refuse = (scenario == "ext-big-refused" and ln > 1 << 30
+                          and typ in (CMD_TRIM, CMD_WRITE_ZEROES, CMD_BS))
                 sys.stderr.write("hostile-server: request %d %d%s\n"
                                  % (typ, ln, " refused" if refuse else ""))
                 if refuse:

@@ -75,6 +75,26 @@ for mode in ext noext; do
   wait "$spid" 2>/dev/null || true
 done
 
+# A 6 GiB export that takes any effect length: zero, trim and block
+# status over all of it are one request each, and the extents arrive.
+sock=$tmp/bigok.sock
+python3 "$server" "$sock" ext-big-ok "$tmp/bigok.pid" 2> "$tmp/bigok.log" &
+spid=$!
+cleanup_fn kill_pid "$spid"
+wait_for test -S "$sock" || fail "ext-big-ok: server did not start"
+out=$(timeout 20 "$D" -C 1 "$sock" zero 0 6G trim 0 6G extents 0 6G) \
+  || { cat "$tmp/bigok.log"; fail "ext-big-ok: $out"; }
+echo "$out"
+cat "$tmp/bigok.log"
+for t in 6 4 7; do
+  [ "$(grep -c "^hostile-server: request $t 6442450944\$" "$tmp/bigok.log")" = 1 ] \
+    || fail "ext-big-ok: command $t was not one 6 GiB request"
+done
+# The server's two extents: half data, half hole+zero.
+grep -qx '0 3221225472 0' <<<"$out" && grep -qx '3221225472 3221225472 3' <<<"$out" \
+  || fail "ext-big-ok: extents of a 6 GiB query lost"
+wait "$spid" 2>/dev/null || true
+
 # A server that refuses effect lengths over 1 GiB with NBD_EOVERFLOW: the
 # first big request is refused once and redone in 1 GiB pieces; from then
 # on the pool sends pieces straight away (exactly one refusal in all).
