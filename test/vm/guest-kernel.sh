@@ -408,6 +408,47 @@ t_nbdtab_persist() {
   test ! -e /sys/block/nbd4/pid
 }
 
+# --disconnect sends NBD_CMD_FLUSH after the last write and NBD_CMD_DISC on
+# every connection (checked on the server: nbdkit's log filter and its -v
+# messages), and
+# --timeout reaches the driver (debugfs nbd/nbdN/timeout), by netlink and
+# by ioctl.
+t_disconnect_timeout() {
+  nbdkit -U "$tmp/sock" -P "$tmp/nbdkit.pid" -v --log=stderr --filter=log \
+    memory 16M logfile="$tmp/log" 2> "$tmp/nbdkit.err"
+  wait_for test -s "$tmp/nbdkit.pid"
+  cleanup_fn kill_pid "$(cat "$tmp/nbdkit.pid")"
+  wait_for test -S "$tmp/sock"
+  "$NBDFS" --kernel -C 2 --timeout 7 "$tmp/sock" /dev/nbd6
+  cleanup_fn detach /dev/nbd6
+  grep -q ' /sys/kernel/debug ' /proc/mounts || mount -t debugfs none /sys/kernel/debug
+  # debugfs shows the driver's timeout in jiffies: 7 s is 7 * HZ.
+  t=$(cat /sys/kernel/debug/nbd/nbd6/timeout)
+  hz=$((t / 7))
+  case "$hz" in 100|250|300|1000) ;; *) fail "netlink: driver timeout $t jiffies is not 7 s" ;; esac
+  [ $((hz * 7)) = "$t" ] || fail "netlink: driver timeout $t jiffies is not 7 s"
+  random_file "$tmp/data" 2
+  # Written, not flushed (no fsync): --disconnect must flush it.
+  dd if="$tmp/data" of=/dev/nbd6 bs=$MiB oflag=direct
+  "$NBDFS" --disconnect nbd6
+  WAIT_SECS=10 wait_for sh -c '! test -e /sys/block/nbd6/pid'
+  WAIT_SECS=10 wait_for sh -c "[ \$(grep -c 'client sent NBD_CMD_DISC' '$tmp/nbdkit.err') -ge 2 ]" ||
+    fail "NBD_CMD_DISC not seen on both connections: $(grep -i 'clos' "$tmp/nbdkit.err")"
+  cat "$tmp/log"
+  # A flush after the last write. (The kernel sends it on one connection:
+  # nbdkit memory advertises NBD_FLAG_CAN_MULTI_CONN, so that covers the
+  # writes of both, as the spec's multi-conn section says.)
+  grep -q 'Write ' "$tmp/log" || fail "no writes in the server's log"
+  awk '$4 == "Write" { w = NR } $4 == "Flush" && NR > w { ok = 1 }
+       END { exit !(w && ok) }' "$tmp/log" ||
+    fail "--disconnect: no flush after the last write"
+  # ioctl attach: the same timeout.
+  "$NBDFS" --kernel --ioctl -C 1 --timeout 9 "$tmp/sock" /dev/nbd6
+  [ "$(cat /sys/kernel/debug/nbd/nbd6/timeout)" = $((9 * hz)) ] ||
+    fail "ioctl: driver timeout $(cat /sys/kernel/debug/nbd/nbd6/timeout) jiffies, want 9 s ($((9 * hz)))"
+  "$NBDFS" --disconnect nbd6
+}
+
 vm_run netlink t_netlink 120
 vm_run ioctl-ext4 t_ioctl_ext4 180
 vm_run kernel-picks t_kernel_picks 60
@@ -418,6 +459,7 @@ vm_run nbd-server t_nbd_server 60
 vm_run server-gone t_server_gone 90
 vm_run persist t_persist 180
 vm_run persist-daemon t_persist_daemon 60
+vm_run disconnect-timeout t_disconnect_timeout 90
 vm_run notify t_notify 60
 vm_run nbdtab-persist t_nbdtab_persist 180
 vm_finish
