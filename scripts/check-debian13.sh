@@ -42,6 +42,8 @@ log() { echo "check-debian13: $*"; }
 die() { echo "check-debian13: $*" >&2; exit 1; }
 
 # ---- inside the private mount namespace ----
+# (The host part below re-runs this script under unshare with one of the
+# internal first arguments __install-into, __run or __shell.)
 
 # mount_tree ROOT: what the suite needs, below ROOT. Everything is undone
 # by unmount_tree (and by the namespace's end, whatever happens).
@@ -66,7 +68,7 @@ in_tree() {  # in_tree ROOT CMD...: run CMD in the tree, clean environment
     HOME=/root LANG=C.UTF-8 TERM=dumb "$@"
 }
 
-if [ "${1:-}" = --install-into ]; then
+if [ "${1:-}" = __install-into ]; then
   r=$2
   trap 'unmount_tree "$r"' EXIT
   mount_tree "$r"
@@ -75,9 +77,9 @@ if [ "${1:-}" = --install-into ]; then
   exit 0
 fi
 
-# --run: build and test a copy of the source in the tree. --shell [CMD]:
+# __run: build and test a copy of the source in the tree. __shell [CMD]:
 # the same tree and copy, but CMD (default: an interactive shell) instead.
-if [ "${1:-}" = --run ] || [ "${1:-}" = --shell ]; then
+if [ "${1:-}" = __run ] || [ "${1:-}" = __shell ]; then
   mode=$1; shift
   logs=$cache/debian13-test-logs
   trap 'rm -rf "$logs"; cp -a "$root/nbdfs/build/test-logs" "$logs" 2>/dev/null;
@@ -88,7 +90,7 @@ if [ "${1:-}" = --run ] || [ "${1:-}" = --shell ]; then
   mount -t tmpfs -o mode=0755 tmpfs "$root/nbdfs"
   tar -C "$src" --exclude=./.git --exclude='./build' --exclude='./build-*' \
     -cf - . | tar -C "$root/nbdfs" -xf -
-  if [ "$mode" = --shell ]; then
+  if [ "$mode" = __shell ]; then
     [ $# -gt 0 ] || set -- bash -i
     in_tree "$root" bash -c 'cd /nbdfs && exec "$@"' sh "$@"
     exit
@@ -118,6 +120,12 @@ fi
 
 # ---- on the host ----
 
+mode=__run
+case "${1:-}" in
+  --shell) mode=__shell; shift ;;
+  "") ;;
+  *) die "usage: $0 [--shell [CMD...]]" ;;
+esac
 [ "$(id -u)" = 0 ] || die "run me as root (debootstrap, chroot and mounts)"
 command -v debootstrap >/dev/null && command -v unshare >/dev/null ||
   die "debootstrap missing: run scripts/install-deps.sh"
@@ -174,7 +182,7 @@ EOF
   printf '#!/bin/sh\nexit 101\n' > "$new/usr/sbin/policy-rc.d"
   chmod 0755 "$new/usr/sbin/policy-rc.d"
   unshare --mount --propagation private \
-    bash "$src/scripts/check-debian13.sh" --install-into "$new"
+    bash "$src/scripts/check-debian13.sh" __install-into "$new"
   t2=$(date +%s)
   log "install-deps: $((t2 - t1)) s"
   rm -f "$new/usr/sbin/policy-rc.d"
@@ -201,7 +209,5 @@ if ! tree_fresh; then
 else
   log "tree $root is up to date (stamp $(stamp_want))"
 fi
-mode=--run
-[ "${1:-}" = --shell ] && { mode=--shell; shift; }
 exec unshare --mount --propagation private \
   bash "$src/scripts/check-debian13.sh" "$mode" "$@"
