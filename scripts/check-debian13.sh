@@ -82,8 +82,12 @@ fi
 if [ "${1:-}" = __run ] || [ "${1:-}" = __shell ]; then
   mode=$1; shift
   logs=$cache/debian13-test-logs
-  trap 'rm -rf "$logs"; cp -a "$root/nbdfs/build/test-logs" "$logs" 2>/dev/null;
-        unmount_tree "$root"' EXIT
+  if [ "$mode" = __run ]; then
+    trap 'rm -rf "$logs"; cp -a "$root/nbdfs/build/test-logs" "$logs" 2>/dev/null;
+          unmount_tree "$root"' EXIT
+  else
+    trap 'unmount_tree "$root"' EXIT
+  fi
   mount_tree "$root"
   mkdir -p "$root/src" "$root/nbdfs"
   mount --bind -o ro "$src" "$root/src"
