@@ -210,7 +210,7 @@ parse_args (int argc, char **argv, NbdfsCli *cli, GError **error)
    * --tls-creds): never send the data in clear text just
    * because --tls was forgotten. */
   gboolean cli_creds = tc->certificates || tc->psk_file;
-  /* URI query parameters fill in what the options left unset (tls.c). */
+  /* URI query parameters fill in what the options left unset (tls-config.c). */
   if (!nbdc_tls_config_merge_uri (tc, &cli->nbd.addr, error))
     return FALSE;
   if (cli->nbd.tls == NBDC_TLS_DEFAULT)

@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <poll.h>
 #include <string.h>
-#include <sys/eventfd.h>
 
 #include <gio/gio.h>
 #include <gnutls/gnutls.h>
@@ -99,22 +98,12 @@ NbdTransport *
 nbdc_tls_start (int fd, const NbdcTlsConfig *cfg, const char *hostname,
                 gint64 deadline, GError **error)
 {
-  TlsPriv *p = g_new0 (TlsPriv, 1);
+  TlsPriv *p = tls_priv_new (fd, error);
   const char *priority;
   int r;
 
-  pthread_mutex_init (&p->lock, NULL);
-  pthread_mutex_init (&p->rx_lock, NULL);
-  pthread_mutex_init (&p->tx_lock, NULL);
-  pthread_cond_init (&p->turn, NULL);
-  p->fd = fd;
-  p->wake_fd = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (p->wake_fd < 0) {
-    int e = errno;
-    g_set_error (error, G_IO_ERROR, g_io_error_from_errno (e),
-                 "TLS setup: eventfd: %s", g_strerror (e));
-    goto fail;
-  }
+  if (p == NULL)
+    return NULL;
   p->kind = tls_config_kind (cfg);
   if (cfg->hostname)
     hostname = cfg->hostname;
@@ -177,10 +166,7 @@ nbdc_tls_start (int fd, const NbdcTlsConfig *cfg, const char *hostname,
     goto fail;
   }
 
-  gnutls_transport_set_ptr (p->session, p);
-  gnutls_transport_set_pull_function (p->session, tls_pull);
-  gnutls_transport_set_pull_timeout_function (p->session, tls_pull_timeout);
-  gnutls_transport_set_vec_push_function (p->session, tls_vec_push);
+  tls_priv_bind (p);
   /* Our deadline bounds the handshake, not gnutls's default 40 s. */
   gnutls_handshake_set_timeout (p->session, 0);
 
@@ -206,9 +192,6 @@ nbdc_tls_start (int fd, const NbdcTlsConfig *cfg, const char *hostname,
       && gnutls_protocol_get_version (p->session) == GNUTLS_TLS1_3
       && !await_verdict (p, deadline, error))
     goto fail;
-  p->rx = g_malloc (RX_CAP);
-  p->tx = g_malloc (TX_CAP);
-  p->established = TRUE;
 
   if (g_log_writer_default_would_drop (G_LOG_LEVEL_DEBUG, G_LOG_DOMAIN)
       == FALSE) {
@@ -218,11 +201,7 @@ nbdc_tls_start (int fd, const NbdcTlsConfig *cfg, const char *hostname,
     gnutls_free (desc);
   }
 
-  NbdTransport *t = g_new0 (NbdTransport, 1);
-  t->ops = &tls_ops;
-  t->fd = fd;
-  t->priv = p;
-  return t;
+  return tls_priv_establish (p);
 
 fail:
   tls_priv_free (p);

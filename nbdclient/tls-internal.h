@@ -16,26 +16,12 @@
 
 #include "nbdclient/tls.h"
 
-/* sendv hands gnutls at most this much per call while corked, so header and
- * payload share records without copying a whole 32 MiB write at once. */
-#define SENDV_CHUNK (256 * 1024)
-/* A record carries at most 2^14 bytes of data (RFC 8446 5.1, RFC 5246
- * 6.2.1); what encryption adds to it (header, explicit IV, MAC or tag,
- * CBC padding) stays well below this. */
-#define RECORD_DATA 16384
-#define RECORD_OVERHEAD 512
-/* The ciphertext buffers (nbdc_tls_buffer_max in tls.h is their sum).
- * rx holds several whole records (one is at most 5 + 2^14 + 2048 bytes,
- * RFC 5246 6.2.3), so a full rx always lets gnutls make progress. tx
- * holds a sendv chunk plus TX_RESERVE that senders leave free for what
- * gnutls sends on its own while receiving (KeyUpdate answers, alerts). */
-#define RX_CAP (256 * 1024)
-#define TX_RESERVE (32 * 1024)
-#define TX_CAP (SENDV_CHUNK + SENDV_CHUNK / 8 + TX_RESERVE)
-G_STATIC_ASSERT (RX_CAP + TX_CAP == NBDC_TLS_BUFFER_MAX);
-
 typedef enum { AUTH_X509, AUTH_PSK, AUTH_ANON } AuthKind;
 
+/* One TLS connection. Fields without a lock are set before the handshake
+ * (one thread) and only read afterwards, unless their comment says
+ * otherwise; gnutls calls on session hold the session lock once
+ * established. */
 typedef struct {
   gnutls_session_t session;
   AuthKind kind;
@@ -55,14 +41,14 @@ typedef struct {
   int shut;                       /* atomic: set once by shutdown */
   int push_errno;                 /* last push error (session lock) */
   /* Ciphertext from the socket, waiting for gnutls (rx_lock): filled by
-   * the receiver, RX_CAP bytes at most. */
+   * the receiver, RX_CAP bytes at most (tls.c). */
   pthread_mutex_t rx_lock;
   char *rx;
   size_t rx_start, rx_end, rx_high;
   gboolean rx_eof;
   int rx_errno;
   /* Ciphertext from gnutls, waiting for the socket (tx_lock): TX_CAP
-   * bytes at most. Lock order: session lock, then tx_lock. */
+   * bytes at most (tls.c). Lock order: session lock, then tx_lock. */
   pthread_mutex_t tx_lock;
   char *tx;
   size_t tx_start, tx_end, tx_high;
@@ -71,21 +57,24 @@ typedef struct {
    * when that send returned EAGAIN: the next send (with the same bytes)
    * returns this count once tx is empty. Only the sending thread. */
   size_t owed;
-  char stash[256];                /* application data read early */
+  char stash[256];                /* application data read early (by
+                                     the handshake; then only the
+                                     receiving thread) */
   size_t stash_len, stash_off;
 } TlsPriv;
-
 
 /* tls-config.c */
 AuthKind tls_config_kind (const NbdcTlsConfig *cfg);
 
-/* tls.c */
-extern const NbdTransportOps tls_ops;
-ssize_t tls_pull (gnutls_transport_ptr_t ptr, void *buf, size_t len);
-int tls_pull_timeout (gnutls_transport_ptr_t ptr, unsigned ms);
-ssize_t tls_vec_push (gnutls_transport_ptr_t ptr, const giovec_t *iov,
-                      int iovcnt);
+/* tls.c, the session. tls_priv_new: locks, fd and wake_fd set; NULL
+ * with error if no eventfd. tls_priv_free: also NULL, or a handshake
+ * that failed. tls_priv_bind: before the handshake, gnutls reads and
+ * writes through our pull/push functions. tls_priv_establish: after it,
+ * rx and tx take over, and the returned transport owns p and p->fd. */
+TlsPriv *tls_priv_new (int fd, GError **error);
 void tls_priv_free (TlsPriv *p);
+void tls_priv_bind (TlsPriv *p);
+NbdTransport *tls_priv_establish (TlsPriv *p);
 
 /* tls-creds.c */
 gboolean tls_setup_x509 (TlsPriv *p, const NbdcTlsConfig *cfg,

@@ -39,12 +39,32 @@
 #include <poll.h>
 #include <pthread.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <gio/gio.h>
 #include <gnutls/gnutls.h>
 
 #include "nbdclient/tls-internal.h"
+
+/* sendv hands gnutls at most this much per call while corked, so header and
+ * payload share records without copying a whole 32 MiB write at once. */
+#define SENDV_CHUNK (256 * 1024)
+/* A record carries at most 2^14 bytes of data (RFC 8446 5.1, RFC 5246
+ * 6.2.1); what encryption adds to it (header, explicit IV, MAC or tag,
+ * CBC padding) stays well below this. */
+#define RECORD_DATA 16384
+#define RECORD_OVERHEAD 512
+/* The ciphertext buffers (nbdc_tls_buffer_max in tls.h is their sum).
+ * rx holds several whole records (one is at most 5 + 2^14 + 2048 bytes,
+ * RFC 5246 6.2.3), so a full rx always lets gnutls make progress. tx
+ * holds a sendv chunk plus TX_RESERVE that senders leave free for what
+ * gnutls sends on its own while receiving (KeyUpdate answers, alerts). */
+#define RX_CAP (256 * 1024)
+#define TX_RESERVE (32 * 1024)
+#define TX_CAP (SENDV_CHUNK + SENDV_CHUNK / 8 + TX_RESERVE)
+G_STATIC_ASSERT (RX_CAP + TX_CAP == NBDC_TLS_BUFFER_MAX);
 
 /* recv and send return EAGAIN after this long without progress: a record
  * that never completes (half a record, then silence: anyone on the path
@@ -212,7 +232,7 @@ tx_budget (TlsPriv *p, size_t want)
 /* Handshake: straight from the socket, never blocking (the caller polls
  * with the deadline). Afterwards: from rx (EAGAIN when it is empty: the
  * receiver then waits for the socket). */
-ssize_t
+static ssize_t
 tls_pull (gnutls_transport_ptr_t ptr, void *buf, size_t len)
 {
   TlsPriv *p = ptr;
@@ -245,7 +265,7 @@ tls_pull (gnutls_transport_ptr_t ptr, void *buf, size_t len)
   return r;
 }
 
-int
+static int
 tls_pull_timeout (gnutls_transport_ptr_t ptr, unsigned ms)
 {
   TlsPriv *p = ptr;
@@ -278,7 +298,7 @@ push_fail (TlsPriv *p, int e)
  * (the sender made sure there is room; gnutls's own messages use the
  * reserve). A tx that cannot take it means a server that reads nothing
  * while making us answer: the connection fails. */
-ssize_t
+static ssize_t
 tls_vec_push (gnutls_transport_ptr_t ptr, const giovec_t *iov, int iovcnt)
 {
   TlsPriv *p = ptr;
@@ -639,6 +659,36 @@ tls_shutdown (NbdTransport *t)
   (void) !write (p->wake_fd, &one, sizeof one);
 }
 
+TlsPriv *
+tls_priv_new (int fd, GError **error)
+{
+  TlsPriv *p = g_new0 (TlsPriv, 1);
+
+  pthread_mutex_init (&p->lock, NULL);
+  pthread_mutex_init (&p->rx_lock, NULL);
+  pthread_mutex_init (&p->tx_lock, NULL);
+  pthread_cond_init (&p->turn, NULL);
+  p->fd = fd;
+  p->wake_fd = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (p->wake_fd < 0) {
+    int e = errno;
+    g_set_error (error, G_IO_ERROR, g_io_error_from_errno (e),
+                 "TLS setup: eventfd: %s", g_strerror (e));
+    tls_priv_free (p);
+    return NULL;
+  }
+  return p;
+}
+
+void
+tls_priv_bind (TlsPriv *p)
+{
+  gnutls_transport_set_ptr (p->session, p);
+  gnutls_transport_set_pull_function (p->session, tls_pull);
+  gnutls_transport_set_pull_timeout_function (p->session, tls_pull_timeout);
+  gnutls_transport_set_vec_push_function (p->session, tls_vec_push);
+}
+
 void
 tls_priv_free (TlsPriv *p)
 {
@@ -668,6 +718,8 @@ tls_free_priv (NbdTransport *t)
 {
   g_clear_pointer ((TlsPriv **) &t->priv, tls_priv_free);
 }
+
+static const NbdTransportOps tls_ops;
 
 void
 nbdc_tls_set_single_thread (NbdTransport *t)
@@ -708,7 +760,7 @@ nbdc_tls_buffered_high_water (NbdTransport *t)
   return rx + tx;
 }
 
-const NbdTransportOps tls_ops = {
+static const NbdTransportOps tls_ops = {
   .recv = tls_recv,
   .send = tls_send,
   .sendv = tls_sendv,
@@ -717,3 +769,17 @@ const NbdTransportOps tls_ops = {
   .free_priv = tls_free_priv,
   .name = "tls",
 };
+
+NbdTransport *
+tls_priv_establish (TlsPriv *p)
+{
+  p->rx = g_malloc (RX_CAP);
+  p->tx = g_malloc (TX_CAP);
+  p->established = TRUE;
+
+  NbdTransport *t = g_new0 (NbdTransport, 1);
+  t->ops = &tls_ops;
+  t->fd = p->fd;
+  t->priv = p;
+  return t;
+}
