@@ -232,7 +232,7 @@ done
 out=$("$NBDFS" --list "$tmp/no-such.sock" 2>&1) && fail "connect succeeded"
 [ "$out" = "nbdfs: connecting to unix:$tmp/no-such.sock: No such file or directory" ] \
   || fail "missing socket message: $out"
-port=$(free_port)
+refused_port     # bound and never listening: refuses until the test ends
 out=$("$NBDFS" --info "nbd://127.0.0.1:$port/x" 2>&1) && fail "connect succeeded"
 [ "$out" = "nbdfs: connecting to 127.0.0.1:$port: Connection refused" ] \
   || fail "refused message: $out"
