@@ -22,7 +22,7 @@
 #include <stdint.h>
 #include <glib.h>
 #include "nbdclient/negotiate.h"
-#include "nbdclient/pool.h"
+#include "nbdclient/completion.h"
 #include "nbdclient/transport.h"
 
 typedef struct NbdConn NbdConn;

@@ -25,15 +25,10 @@
 #include <stdint.h>
 #include <stddef.h>
 #include <glib.h>
+#include "nbdclient/completion.h"
 #include "nbdclient/negotiate.h"
 
 typedef struct NbdPool NbdPool;
-
-typedef void (*NbdcDoneFn) (void *opaque, int err);
-/* One base:allocation extent (flags: NBD_STATE_HOLE | NBD_STATE_ZERO),
- * validated to lie inside the requested range, in order. */
-typedef void (*NbdcExtentFn) (void *opaque, uint64_t offset, uint64_t length,
-                              uint32_t flags);
 
 typedef struct {
   unsigned connections;       /* 0 = 4 if CAN_MULTI_CONN else 1; >1 without
