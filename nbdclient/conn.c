@@ -45,6 +45,13 @@
  * with the buffer empty, is read straight into its destination. */
 #define RBUF_SIZE         (64 * 1024)
 #define RBUF_DIRECT       (RBUF_SIZE / 2)
+/* A reply that names a request whose sendv has not returned yet: if the
+ * server read all of it (the only way it may answer, nbd-proto.md
+ * "Request message": the reply comes after the request, payload
+ * included), the kernel took our last byte and the sender is about to
+ * return; we wait this long for it. Still sending then means the server
+ * answered before reading the whole request: a protocol violation. */
+#define SENT_GRACE_US     (2 * G_USEC_PER_SEC)
 
 typedef struct {
   uint64_t start, end;
@@ -59,7 +66,10 @@ typedef struct {
   unsigned chunks;
   gboolean got_status;
   gboolean sending;           /* the sender is still writing it */
-  gboolean finished;          /* reply done while sending: sender completes */
+  gboolean awaited;           /* the reader waits on NbdConn.sent for it */
+  gboolean finished;          /* died while sending: the sender completes */
+  gint64 sent_at;             /* monotonic us when it took its slot */
+  GList age_link;             /* in NbdConn.aged while in the table */
   int final_err;
   gboolean final_salvage;
 } NbdcReq;
@@ -86,6 +96,13 @@ struct NbdConn {
   GMutex lock;
   GCond cond;                 /* sender: work or slot available, or stop */
   GCond idle;                 /* drain: nothing queued or in flight */
+  GCond sent;                 /* a request the reader awaits was sent */
+  /* In-flight requests, oldest first (under lock): the head's age is
+   * what --timeout bounds (not only silence on the connection: a server
+   * that answers everything but one request must not keep that one
+   * waiting forever). */
+  GQueue aged;
+  char *overdue;              /* reader only: the request that timed out */
   /* Threads blocked on cond / idle right now. glib's g_cond_signal is a
    * futex syscall even with nobody waiting; the reply path checks these
    * so a qd1 completion costs no wake-up nobody needs. */
@@ -154,9 +171,40 @@ typedef enum {
   RECV_TIMEOUT,
 } RecvResult;
 
+/* The oldest request in flight, if it is older than request_timeout:
+ * records which one in c->overdue (for the reason) and returns TRUE.
+ * Otherwise *deadline (if not NULL) gets the moment it will be. Reader
+ * only. */
+static gboolean
+conn_overdue (NbdConn *c, gint64 now, gint64 *deadline)
+{
+  gboolean over = FALSE;
+  g_mutex_lock (&c->lock);
+  GList *l = c->aged.head;
+  if (l) {
+    NbdcReq *req = l->data;
+    gint64 at = req->sent_at + (gint64) c->timeout * G_USEC_PER_SEC;
+    if (now >= at) {
+      over = TRUE;
+      g_free (c->overdue);
+      c->overdue = g_strdup_printf ("no reply to %s (offset %"
+                                    G_GUINT64_FORMAT ", %" G_GUINT64_FORMAT
+                                    " bytes) for %u s",
+                                    nbdc_cmd_name (req->cmd.type),
+                                    req->cmd.offset, req->cmd.count,
+                                    c->timeout);
+    }
+    else if (deadline)
+      *deadline = at;
+  }
+  g_mutex_unlock (&c->lock);
+  return over;
+}
+
 /* Waits until the fd is readable. At a message boundary with nothing in
  * flight there is no deadline; otherwise request_timeout seconds without
- * any byte from the server is a timeout. */
+ * any byte from the server is a timeout, and so is any request in flight
+ * for longer than that (conn_overdue). */
 static RecvResult
 conn_wait (NbdConn *c, gboolean boundary)
 {
@@ -172,8 +220,14 @@ conn_wait (NbdConn *c, gboolean boundary)
       g_mutex_unlock (&c->lock);
       if (owed && now >= deadline)
         return RECV_TIMEOUT;
+      gint64 aged = G_MAXINT64;
+      if (conn_overdue (c, now, &aged))
+        return RECV_TIMEOUT;
+      if (!owed)
+        deadline = G_MAXINT64;
+      deadline = MIN (deadline, aged);
       ms = POLL_STEP_MS;
-      if (owed && (deadline - now) / 1000 + 1 < ms)
+      if (deadline != G_MAXINT64 && (deadline - now) / 1000 + 1 < ms)
         ms = (deadline - now) / 1000 + 1;
     }
     if (c->t->ops->pending && c->t->ops->pending (c->t))
@@ -294,8 +348,11 @@ lost (NbdConn *c, Death *d, RecvResult r, int err, const char *what)
     break;
   case RECV_TIMEOUT:
     d->timeout = TRUE;
-    d->why = g_strdup_printf ("no data from the server for %u s while %s",
-                              c->timeout, what);
+    if (c->overdue)
+      d->why = g_strdup_printf ("%s while %s", c->overdue, what);
+    else
+      d->why = g_strdup_printf ("no data from the server for %u s while %s",
+                                c->timeout, what);
     break;
   default:
     if (stopping)
@@ -392,20 +449,44 @@ conn_complete (NbdConn *c, NbdcReq *req, int err)
   c->slots[req->slot].req = NULL;
   c->free_slots[c->n_free++] = req->slot;
   c->in_flight--;
+  g_queue_unlink (&c->aged, &req->age_link);
   /* The sender can only use a freed slot if something is queued (it
    * waits for queue.length > 0 && n_free > 0); drain waits for idle. */
   if (c->sender_waiting && c->queue.length > 0)
     g_cond_signal (&c->cond);
   if (c->idle_waiters && c->in_flight == 0 && c->queue.length == 0)
     g_cond_broadcast (&c->idle);
-  if (req->sending) {
-    req->finished = TRUE;
-    req->final_err = err;
-    g_mutex_unlock (&c->lock);
-    return;
-  }
+  /* conn_await_sent made sure the sender is done with it. */
+  g_assert (!req->sending);
   g_mutex_unlock (&c->lock);
   req_finish (c, req, err, FALSE);
+}
+
+/* The first reply (or chunk) for req arrived: the request must have been
+ * sent in full (see SENT_GRACE_US). A reply to a WRITE whose payload the
+ * server has not read is a violation; so the write can never complete
+ * with success after it, and the sender, maybe blocked on a server that
+ * stopped reading, is freed by the teardown (shutdown of the socket). */
+static gboolean
+conn_await_sent (NbdConn *c, Death *d, NbdcReq *req)
+{
+  g_mutex_lock (&c->lock);
+  if (req->sending) {
+    gint64 until = g_get_monotonic_time () + SENT_GRACE_US;
+    req->awaited = TRUE;
+    while (req->sending)
+      if (!g_cond_wait_until (&c->sent, &c->lock, until))
+        break;
+    req->awaited = FALSE;
+  }
+  gboolean sending = req->sending;
+  g_mutex_unlock (&c->lock);
+  if (sending)
+    return violation (d, "reply to %s (offset %" G_GUINT64_FORMAT ", %"
+                      G_GUINT64_FORMAT " bytes) before the request was "
+                      "sent in full", nbdc_cmd_name (req->cmd.type),
+                      req->cmd.offset, req->cmd.count);
+  return TRUE;
 }
 
 /* ---- reply parsing ---- */
@@ -422,6 +503,8 @@ conn_handle_simple (NbdConn *c, Death *d, const uint8_t *hdr)
   if (!req)
     return violation (d, "simple reply with unknown cookie 0x%"
                       G_GINT64_MODIFIER "x", cookie);
+  if (!conn_await_sent (c, d, req))
+    return FALSE;
   if (req->chunks > 0)
     return violation (d, "simple reply in the middle of a structured reply "
                       "(cookie 0x%" G_GINT64_MODIFIER "x)", cookie);
@@ -727,6 +810,8 @@ static gboolean
 conn_handle_chunk (NbdConn *c, Death *d, NbdcReq *req, uint16_t flags,
                    uint16_t type, uint64_t cookie, uint32_t length)
 {
+  if (req->chunks == 0 && !conn_await_sent (c, d, req))
+    return FALSE;
   /* A read's content chunks cannot outnumber its bytes; anything else has
    * few chunks. More than that is a reply that never ends. */
   uint64_t limit = req->cmd.type == NBD_CMD_READ
@@ -880,8 +965,24 @@ conn_die (NbdConn *c, Death *d)
       g_warning ("%s: %s; %u request(s) fail with EIO", c->name, d->why,
                  sent + queued);
   }
+  NbdcReq *req;
+  while ((req = g_queue_pop_head (&c->queue)))
+    g_ptr_array_add (salvage ? retry : done, req);
+  gboolean stopping = c->stopping;
+  g_cond_broadcast (&c->cond);
+  g_cond_broadcast (&c->idle);
+  g_mutex_unlock (&c->lock);
+
+  conn_shutdown_transport (c);
+  /* dead_fn first (a pool starts its reconnect, so salvaged requests can
+   * wait for it, and takes stock of unflushed writes), then the requests
+   * in the table: one a sender is still writing is only marked, and the
+   * sender completes it, so it must not be marked before dead_fn ran. */
+  if (c->dead_fn && !stopping)
+    c->dead_fn (c->opaque, c);
+  g_mutex_lock (&c->lock);
   for (unsigned i = 0; i < c->depth; i++) {
-    NbdcReq *req = c->slots[i].req;
+    req = c->slots[i].req;
     if (!req)
       continue;
     c->slots[i].req = NULL;
@@ -894,17 +995,8 @@ conn_die (NbdConn *c, Death *d)
       g_ptr_array_add (salvage_sent ? retry : done, req);
   }
   c->in_flight = 0;
-  NbdcReq *req;
-  while ((req = g_queue_pop_head (&c->queue)))
-    g_ptr_array_add (salvage ? retry : done, req);
-  gboolean stopping = c->stopping;
-  g_cond_broadcast (&c->cond);
-  g_cond_broadcast (&c->idle);
+  g_queue_init (&c->aged);
   g_mutex_unlock (&c->lock);
-
-  conn_shutdown_transport (c);
-  if (c->dead_fn && !stopping)
-    c->dead_fn (c->opaque, c);
   for (guint i = 0; i < done->len; i++)
     req_finish (c, done->pdata[i], EIO, FALSE);
   for (guint i = 0; i < retry->len; i++)
@@ -923,6 +1015,14 @@ conn_reader (gpointer data)
   for (;;) {
     uint8_t hdr[sizeof (struct nbd_extended_reply)];
     int err = 0;
+    /* Replies already buffered are parsed without conn_wait: check the
+     * age bound here too, or a server that keeps answering everything
+     * but one request would keep that one waiting forever. */
+    if (c->timeout && c->rpos < c->rlen
+        && conn_overdue (c, g_get_monotonic_time (), NULL)) {
+      lost (c, &d, RECV_TIMEOUT, 0, "waiting for a reply");
+      break;
+    }
     RecvResult r = conn_recv (c, hdr, 4, TRUE, &err);
     if (r != RECV_OK) {
       lost (c, &d, r, err, "waiting for a reply");
@@ -1049,6 +1149,8 @@ conn_send_locked (NbdConn *c, NbdcReq *req, uint64_t cookie)
 
   g_mutex_lock (&c->lock);
   req->sending = FALSE;
+  if (req->awaited)
+    g_cond_broadcast (&c->sent);
   if (err && !c->broken) {
     c->broken = TRUE;
     c->broken_reason = g_strdup_printf ("sending %s: %s",
@@ -1076,8 +1178,13 @@ conn_take_slot (NbdConn *c, NbdcReq *req)
   s->req = req;
   req->slot = slot;
   req->sending = TRUE;
+  /* Its age runs from now: a send that blocks (a server that stopped
+   * reading) counts against --timeout like a reply that never comes. */
+  req->sent_at = g_get_monotonic_time ();
+  req->age_link.data = req;
+  g_queue_push_tail_link (&c->aged, &req->age_link);
   if (c->in_flight++ == 0)
-    c->last_progress = g_get_monotonic_time ();
+    c->last_progress = req->sent_at;
   return cookie_of (s, slot);
 }
 
@@ -1142,7 +1249,9 @@ nbdc_conn_new (NbdTransport *t, const NbdExport *exp,
   c->rbuf = g_malloc (RBUF_SIZE);
   g_cond_init (&c->cond);
   g_cond_init (&c->idle);
+  g_cond_init (&c->sent);
   g_queue_init (&c->queue);
+  g_queue_init (&c->aged);
   c->slots = g_new0 (Slot, c->depth);
   c->free_slots = g_new (uint32_t, c->depth);
   /* Hand out low slot numbers first (readable cookies in traces). */
@@ -1276,6 +1385,8 @@ nbdc_conn_free (NbdConn *c)
   g_mutex_clear (&c->send_lock);
   g_cond_clear (&c->cond);
   g_cond_clear (&c->idle);
+  g_cond_clear (&c->sent);
+  g_free (c->overdue);
   g_free (c->rbuf);
   g_free (c->slots);
   g_free (c->free_slots);

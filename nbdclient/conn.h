@@ -58,7 +58,10 @@ typedef void (*NbdcDeadFn) (void *opaque, NbdConn *conn);
 
 typedef struct {
   unsigned max_in_flight;     /* 0 = 64 */
-  unsigned request_timeout;   /* seconds without progress; 0 = never */
+  unsigned request_timeout;   /* seconds: no byte from the server while a
+                                 reply is owed, or any request in flight
+                                 (sending included) for that long, kills
+                                 the connection; 0 = never */
   NbdcSalvageFn salvage;      /* NULL = fail with EIO */
   NbdcDeadFn dead;            /* NULL = nothing */
   void *opaque;

@@ -4,7 +4,13 @@
  * hostile ones (unknown or stale cookie, chunks outside the range,
  * overlapping or short coverage, oversized data, missing DONE, huge error
  * messages, bad magic, silence): every hostile case must fail the request
- * with EIO, log what was wrong, and never crash or hang.
+ * with EIO, log what was wrong, and never crash or hang. Also our own
+ * bounds: a reply to a WRITE still being sent, a request older than the
+ * timeout while others are answered.
+ *
+ * The scripted server checks every request the connection sends against
+ * the spec and the export it was given (srv_check): a violation aborts
+ * the test.
  */
 #include <errno.h>
 #include <string.h>
@@ -12,6 +18,7 @@
 #include <unistd.h>
 #include <glib.h>
 #include "nbdclient/conn.h"
+#include "nbdclient/names.h"
 #include "nbdclient/protocol.h"
 
 /* ---- a local plain transport over the socketpair (tests only) ---- */
@@ -95,6 +102,7 @@ typedef struct {
   int srv;
   NbdConn *conn;
   NbdTransport *t;
+  NbdExport exp;              /* what the scripted server "negotiated" */
 } Fx;
 
 static void
@@ -109,10 +117,14 @@ fx_start (Fx *fx, gboolean structured, unsigned depth, unsigned timeout)
   t->fd = sv[0];
   fx->t = t;
   NbdExport exp = {
-    .size = 1 << 20, .min_block = 1, .pref_block = 4096,
+    .size = 1 << 20,
+    .eflags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA
+      | NBD_FLAG_SEND_TRIM,
+    .min_block = 1, .pref_block = 4096,
     .max_block = 1 << 20, .structured = structured,
     .base_allocation = structured, .base_allocation_id = 7,
   };
+  fx->exp = exp;
   NbdcConnConfig cfg = {
     .max_in_flight = depth, .request_timeout = timeout, .name = "test",
   };
@@ -235,17 +247,86 @@ write_all (int fd, const void *buf, size_t len)
   }
 }
 
+#define VIOLATION(...) \
+  g_error ("scripted server: VIOLATION: " __VA_ARGS__)
+
+/* Every request against the spec (nbd-proto.md "Request message",
+ * "Request types", "Size constraints") and what fx->exp says was
+ * negotiated. */
+static void
+srv_check (Fx *fx, uint32_t magic, const Req *r)
+{
+  const NbdExport *e = &fx->exp;
+  if (magic != NBD_REQUEST_MAGIC)
+    VIOLATION ("request magic 0x%08x", magic);
+  uint16_t allowed;
+  switch (r->type) {
+  case NBD_CMD_READ:
+    allowed = e->structured ? NBD_CMD_FLAG_DF : 0;
+    break;
+  case NBD_CMD_WRITE:
+    allowed = e->eflags & NBD_FLAG_SEND_FUA ? NBD_CMD_FLAG_FUA : 0;
+    break;
+  case NBD_CMD_FLUSH:
+  case NBD_CMD_DISC:
+    if (r->type == NBD_CMD_FLUSH && !(e->eflags & NBD_FLAG_SEND_FLUSH))
+      VIOLATION ("FLUSH not negotiated");
+    if (r->offset || r->count || r->flags)
+      VIOLATION ("%s with offset %" G_GUINT64_FORMAT ", length %u, flags "
+                 "0x%x (must be 0)", nbdc_cmd_name (r->type), r->offset,
+                 r->count, r->flags);
+    return;
+  case NBD_CMD_TRIM:
+    if (!(e->eflags & NBD_FLAG_SEND_TRIM))
+      VIOLATION ("TRIM not negotiated");
+    allowed = e->eflags & NBD_FLAG_SEND_FUA ? NBD_CMD_FLAG_FUA : 0;
+    break;
+  case NBD_CMD_BLOCK_STATUS:
+    if (!e->base_allocation)
+      VIOLATION ("BLOCK_STATUS without a negotiated context");
+    allowed = NBD_CMD_FLAG_REQ_ONE;
+    break;
+  default:
+    VIOLATION ("command %u was not negotiated", r->type);
+  }
+  if (r->flags & ~allowed)
+    VIOLATION ("%s with flags 0x%x (allowed 0x%x)", nbdc_cmd_name (r->type),
+               r->flags, allowed);
+  if (r->count == 0)
+    VIOLATION ("%s of length 0", nbdc_cmd_name (r->type));
+  if (r->offset > e->size || r->count > e->size - r->offset)
+    VIOLATION ("%s %" G_GUINT64_FORMAT "+%u past the end (%" G_GUINT64_FORMAT
+               ")", nbdc_cmd_name (r->type), r->offset, r->count, e->size);
+  uint32_t min = MAX (e->min_block, 1);
+  uint32_t max = e->max_block ? e->max_block : NBD_DEFAULT_MAX_PAYLOAD;
+  if (r->offset % min || r->count % min)
+    VIOLATION ("%s %" G_GUINT64_FORMAT "+%u not aligned to %u",
+               nbdc_cmd_name (r->type), r->offset, r->count, min);
+  if ((r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE)
+      && r->count > max)
+    VIOLATION ("%s of %u bytes over the maximum payload %u",
+               nbdc_cmd_name (r->type), r->count, max);
+}
+
+/* Reads and checks one request header (not the payload). */
 static Req
-srv_req (Fx *fx, void *payload)
+srv_req_header (Fx *fx)
 {
   struct nbd_request h;
   read_all (fx->srv, &h, sizeof h);
-  g_assert_cmpuint (GUINT32_FROM_BE (h.magic), ==, NBD_REQUEST_MAGIC);
   Req r = {
     GUINT16_FROM_BE (h.flags), GUINT16_FROM_BE (h.type),
     GUINT64_FROM_BE (h.cookie), GUINT64_FROM_BE (h.offset),
     GUINT32_FROM_BE (h.count),
   };
+  srv_check (fx, GUINT32_FROM_BE (h.magic), &r);
+  return r;
+}
+
+static Req
+srv_req (Fx *fx, void *payload)
+{
+  Req r = srv_req_header (fx);
   if (r.type == NBD_CMD_WRITE) {
     g_autofree char *tmp = g_malloc (r.count);
     read_all (fx->srv, tmp, r.count);
@@ -627,6 +708,90 @@ static void test_eof (void) { hostile (s_eof, "server closed the connection", 0)
 static void test_huge_error (void) { hostile (s_huge_error, "too long", 0); }
 static void test_bad_magic (void) { hostile (s_bad_magic, "bad reply magic 0xdeadbeef", 0); }
 static void test_timeout (void) { hostile (s_silence, "no data from the server for 1 s", 1); }
+
+/* A reply to a WRITE whose payload (1 MiB: more than the socket buffers
+ * hold) the server never read, then nothing: a protocol violation; the
+ * write fails with EIO, never success, and the blocked sender is freed.
+ * No timeout set: the violation alone must end it. */
+typedef struct {
+  Fx *fx;
+  Waiter *w;
+  char *data;
+  size_t len;
+} EarlyWrite;
+
+static gpointer
+early_write_submit (gpointer data)
+{
+  EarlyWrite *e = data;
+  submit (e->fx, e->w, NBD_CMD_WRITE, 0, 0, e->len, e->data);
+  return NULL;
+}
+
+static void
+test_early_write_reply (void)
+{
+  Fx fx;
+  fx_start (&fx, FALSE, 0, 0);
+  size_t len = 1 << 20;
+  g_autofree char *data = g_malloc0 (len);
+  Waiter w;
+  /* From another thread: a submitter may send the request itself, and
+   * this one blocks on the full socket. */
+  EarlyWrite ew = { &fx, &w, data, len };
+  GThread *th = g_thread_new ("submit", early_write_submit, &ew);
+  Req r = srv_req_header (&fx);
+  g_assert_cmpuint (r.type, ==, NBD_CMD_WRITE);
+  srv_simple (&fx, r.cookie, 0, NULL, 0);
+  g_assert_cmpint (w_wait (&w), ==, EIO);
+  g_thread_join (th);
+  w_clear (&w);
+  assert_warned ("before the request was sent in full");
+  g_assert_false (nbdc_conn_is_alive (fx.conn));
+  fx_stop (&fx);
+}
+
+/* One READ never answered while others are (the connection is never
+ * silent): the timeout (1 s) bounds its age: EIO within 1-3 s. */
+static void
+test_request_age (void)
+{
+  Fx fx;
+  fx_start (&fx, FALSE, 0, 1);
+  char stuck[64], buf[64];
+  Waiter ws;
+  gint64 start = g_get_monotonic_time ();
+  submit (&fx, &ws, NBD_CMD_READ, 0, 0, sizeof stuck, stuck);
+  Req first = srv_req (&fx, NULL);
+  for (int i = 0; i < 100; i++) {
+    g_mutex_lock (&ws.lock);
+    gboolean done = ws.done;
+    g_mutex_unlock (&ws.lock);
+    if (done)
+      break;
+    Waiter w;
+    submit (&fx, &w, NBD_CMD_READ, 0, 64, sizeof buf, buf);
+    if (!nbdc_conn_is_alive (fx.conn)) {
+      w_wait (&w);
+      w_clear (&w);
+      break;
+    }
+    Req r = srv_req (&fx, NULL);
+    g_assert_cmpuint (r.cookie, !=, first.cookie);
+    char zero[64] = { 0 };
+    srv_simple (&fx, r.cookie, 0, zero, sizeof zero);
+    w_wait (&w);
+    w_clear (&w);
+    g_usleep (50000);
+  }
+  g_assert_cmpint (w_wait (&ws), ==, EIO);
+  gint64 ms = (g_get_monotonic_time () - start) / 1000;
+  g_assert_cmpint (ms, >=, 900);
+  g_assert_cmpint (ms, <=, 3000);
+  w_clear (&ws);
+  assert_warned ("no reply to read (offset 0, 64 bytes) for 1 s");
+  fx_stop (&fx);
+}
 static void test_simple_read (void) { hostile (s_simple_read, "simple reply to a read", 0); }
 static void test_bad_type (void) { hostile (s_bad_type, "block status chunk in reply to read", 0); }
 
@@ -813,7 +978,7 @@ test_salvage (void)
   g_mutex_lock (&warn_lock);
   g_string_truncate (warnings, 0);
   g_mutex_unlock (&warn_lock);
-  Fx fx = { .srv = sv[1], .conn = c };
+  Fx fx = { .srv = sv[1], .conn = c, .exp = exp };
   Waiter w;
   char buf[64];
   submit (&fx, &w, NBD_CMD_READ, 0, 0, 64, buf);
@@ -857,6 +1022,9 @@ main (int argc, char **argv)
                    test_huge_error);
   g_test_add_func ("/nbdclient/conn/hostile/bad-magic", test_bad_magic);
   g_test_add_func ("/nbdclient/conn/hostile/timeout", test_timeout);
+  g_test_add_func ("/nbdclient/conn/hostile/early-write-reply",
+                   test_early_write_reply);
+  g_test_add_func ("/nbdclient/conn/hostile/request-age", test_request_age);
   g_test_add_func ("/nbdclient/conn/hostile/simple-reply-to-read",
                    test_simple_read);
   g_test_add_func ("/nbdclient/conn/hostile/unexpected-chunk", test_bad_type);
