@@ -100,6 +100,8 @@ file_free (NbdfsFile *f)
   g_free (f->name);
   g_free (f->export_name);
   nbdc_export_clear (&f->exp);
+  if (f->opens)
+    g_hash_table_destroy (f->opens);
   g_free (f);
 }
 
@@ -121,6 +123,7 @@ add_file (NbdfsFs *fs, const char *export_name, const char *name,
     return FALSE;
   }
   f->ino = NBDFS_FIRST_FILE_INO + fs->files->len;
+  f->opens = g_hash_table_new (NULL, NULL);
   f->export_name = g_strdup (export_name);
   f->name = g_strdup (name);
   f->read_only = fs->opts->pool->read_only
@@ -214,13 +217,30 @@ nbdfs_files_close (NbdfsFs *fs, gint64 deadline)
     return 0;
   for (guint i = 0; i < fs->files->len; i++) {
     NbdfsFile *f = g_ptr_array_index (fs->files, i);
+    /* Descriptions still open that were never told of a lost write
+     * (errseq: they would get EIO at their next fsync or close, which
+     * will not come now): the exit status says it for them. */
+    unsigned untold = 0;
+    g_mutex_lock (&fs->lock);
+    GHashTableIter it;
+    gpointer o;
+    g_hash_table_iter_init (&it, f->opens);
+    while (g_hash_table_iter_next (&it, &o, NULL))
+      if (nbdc_pool_wb_err_check (f->pool, &((NbdfsOpen *) o)->wb_sample))
+        untold++;
+    g_mutex_unlock (&fs->lock);
     int err = nbdc_pool_close_until (f->pool, deadline);
-    if (err) {
+    if (err)
       g_warning ("file '%s': the final flush failed: %s", f->name,
                  g_strerror (err));
-      if (first == 0)
-        first = err;
+    else if (untold) {
+      g_warning ("file '%s': the final flush failed: acknowledged writes "
+                 "were lost and %u open file(s) were not told", f->name,
+                 untold);
+      err = EIO;
     }
+    if (err && first == 0)
+      first = err;
     file_free (f);
   }
   g_ptr_array_free (fs->files, TRUE);

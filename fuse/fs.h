@@ -52,6 +52,9 @@ typedef struct {
   gint64 allocated;
   gint64 allocated_at;        /* g_get_monotonic_time of the last scan */
   gint scan_queued;           /* a scan is queued (atomic) */
+  /* Open descriptions (NbdfsOpen *), under NbdfsFs.lock: at unmount, one
+   * not yet told of a lost write makes the exit status say so. */
+  GHashTable *opens;
 } NbdfsFile;
 
 /* Threads: the starting thread fills what is marked "set at start"
@@ -87,6 +90,15 @@ struct NbdfsFs {
   int reaper;
   sigset_t stop_signals, old_mask;
 };
+
+/* One open file description (fi->fh): what open asked for, and its
+ * sample of the export's writeback error sequence (nbdc_pool_wb_err_*),
+ * so each description learns of a lost write once, on its next fsync or
+ * close (the kernel's errseq_t semantics). */
+typedef struct {
+  int flags;                  /* open(2) flags */
+  unsigned wb_sample;         /* g_atomic, via nbdc_pool_wb_err_check */
+} NbdfsOpen;
 
 /* ---- files.c: names and the export table ---- */
 

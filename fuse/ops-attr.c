@@ -218,13 +218,33 @@ nbdfs_fuse_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
   fi->keep_cache = 1;
   /* A close of a read-only open has nothing to flush. */
   fi->noflush = acc == O_RDONLY;
-  fi->fh = (uint64_t) fi->flags;
-  fuse_reply_open (req, fi);
+  NbdfsOpen *o = g_new (NbdfsOpen, 1);
+  o->flags = fi->flags;
+  o->wb_sample = nbdc_pool_wb_err_sample (f->pool);
+  fi->fh = (uint64_t) (uintptr_t) o;
+  g_mutex_lock (&fs->lock);
+  g_hash_table_add (f->opens, o);
+  g_mutex_unlock (&fs->lock);
+  if (fuse_reply_open (req, fi) != 0) {
+    /* Interrupted: no release will come. */
+    g_mutex_lock (&fs->lock);
+    g_hash_table_remove (f->opens, o);
+    g_mutex_unlock (&fs->lock);
+    g_free (o);
+  }
 }
 
 void
 nbdfs_fuse_release (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+  NbdfsFs *fs = nbdfs_fs (req);
+  NbdfsOpen *o = (NbdfsOpen *) (uintptr_t) fi->fh;
+  g_mutex_lock (&fs->lock);
+  NbdfsFile *f = fs->files ? nbdfs_file_by_ino (fs, ino) : NULL;
+  if (f)
+    g_hash_table_remove (f->opens, o);
+  g_mutex_unlock (&fs->lock);
+  g_free (o);
   fuse_reply_err (req, 0);
 }
 

@@ -30,7 +30,15 @@ struct NbdPool {
 
   GMutex lock;
   GCond cond;
-  gboolean *dirty;            /* per connection: wrote since last flush */
+  /* Per connection slot: writes acknowledged on the connection now in
+   * the slot and not yet covered by a successful flush on it (pool.c
+   * "Durability"). */
+  guint64 *unflushed_writes;
+  guint64 *unflushed_bytes;
+  /* The export's writeback error sequence (errseq_t model, pool.c
+   * "Durability"): counter << 1 | WB_SEEN. Written under lock, read with
+   * g_atomic_int_get. */
+  gint wb_err;
   unsigned rr;                /* round-robin tie breaker */
   unsigned outstanding;       /* pool-level requests not yet done */
   GQueue ranges;              /* blocksize.c's range lock: RangeLock*
@@ -71,6 +79,7 @@ typedef struct {
   gint pending;
   gint err;
   gboolean flush_after;
+  guint wb_at_start;          /* wb_err counter when the request began */
   void *owned;                /* g_free'd at the end (zero buffers...) */
   void (*cleanup) (void *);   /* called with owned if set, else g_free */
 } NbdcParent;

@@ -2,13 +2,32 @@
  * "Multi-conn" under NBD_FLAG_CAN_MULTI_CONN, and "Ordering of messages
  * and writes").
  *
- * Flush bookkeeping: a connection becomes dirty when a write-type command
- * *completes* successfully on it, and clean when a flush is sent on it. A
- * write still in flight when a flush starts is therefore not counted as
- * covered (the spec: a client "MUST NOT issue an NBD_CMD_FLUSH request
- * until it has received the reply for all write commands which it expects
- * to be covered by the flush"); its completion marks the connection dirty
- * again for the next flush.
+ * Flush bookkeeping: a write-type command that *completes* successfully
+ * (without FUA) is counted against the connection that acknowledged it,
+ * and a flush on that connection that succeeds takes off what was counted
+ * when it was sent. A write still in flight when a flush starts is
+ * therefore not counted as covered (the spec: a client "MUST NOT issue an
+ * NBD_CMD_FLUSH request until it has received the reply for all write
+ * commands which it expects to be covered by the flush").
+ *
+ * Durability: an acknowledged write is only known persistent once a flush
+ * on the *same* connection succeeded (or it was sent with FUA): a server
+ * may keep it in a volatile cache, and a server that dies loses that
+ * cache. So when a connection dies (or is replaced) with acknowledged,
+ * unflushed writes, they are at risk; flushing another connection, or the
+ * reconnected one, says nothing about them. We report, we do not replay:
+ * replaying would mean keeping a copy of every acknowledged write until
+ * its flush, i.e. memory bounded only by how long the user waits between
+ * fsyncs (a whole disk image written without fsync), and a replay after
+ * another client wrote the same blocks would overwrite newer data. The
+ * report follows the kernel's writeback errors (errseq_t): the export has
+ * an error sequence, bumped at each such loss (with a warning saying how
+ * many writes and bytes were at risk); each FUSE open samples it and its
+ * next fsync/flush after a bump fails with EIO, once per open file
+ * description (nbdc_pool_wb_err_*). Within the pool, a flush (and a FUA
+ * emulated with one) fails with EIO if a loss was recorded after the
+ * request began, and a FLUSH whose connection dies is never retried on
+ * another one (it could only succeed there without covering anything).
  */
 #include <errno.h>
 #include <string.h>
@@ -18,6 +37,58 @@
 #include "nbdclient/protocol.h"
 
 #define CONN(pool, i) ((NbdConn *) g_atomic_pointer_get (&(pool)->conns[i]))
+
+/* ---- the writeback error sequence (see Durability above) ---- */
+
+#define WB_SEEN 1u
+
+static guint
+wb_counter (NbdPool *pool)
+{
+  return (guint) g_atomic_int_get (&pool->wb_err) >> 1;
+}
+
+/* Records that a connection lost acknowledged, unflushed writes. pool->lock
+ * held. */
+static void
+pool_record_loss_locked (NbdPool *pool, const char *conn_name,
+                         guint64 writes, guint64 bytes, const char *why)
+{
+  guint v = (guint) g_atomic_int_get (&pool->wb_err);
+  g_atomic_int_set (&pool->wb_err, (gint) (((v >> 1) + 1) << 1));
+  g_warning ("%s %s with %" G_GUINT64_FORMAT " acknowledged write(s) (%"
+             G_GUINT64_FORMAT " bytes) not yet flushed: they may be lost; "
+             "the next fsync of every open file reports EIO", conn_name,
+             why, writes, bytes);
+}
+
+unsigned
+nbdc_pool_wb_err_sample (NbdPool *pool)
+{
+  guint v = (guint) g_atomic_int_get (&pool->wb_err);
+  /* As errseq_sample(): an error nobody was told about yet is reported
+   * to the next one who looks, even if it opened after the loss. */
+  return (v & WB_SEEN) ? v : 0;
+}
+
+int
+nbdc_pool_wb_err_check (NbdPool *pool, unsigned *sample)
+{
+  for (;;) {
+    guint old = g_atomic_int_get ((gint *) sample);
+    guint v = (guint) g_atomic_int_get (&pool->wb_err);
+    if ((v | WB_SEEN) == (old | WB_SEEN) || v == 0)
+      return 0;
+    g_atomic_int_or ((guint *) &pool->wb_err, WB_SEEN);
+    /* Once per open file description, even with concurrent fsyncs. */
+    if (g_atomic_int_compare_and_exchange ((gint *) sample, (gint) old,
+                                           (gint) (v | WB_SEEN)))
+      return EIO;
+  }
+}
+
+static void pool_flush_since (NbdPool *pool, guint since, NbdcDoneFn done,
+                              void *opaque);
 
 /* ---- pool-level requests made of parts ---- */
 
@@ -29,6 +100,7 @@ pool_parent_new (NbdPool *pool, NbdcDoneFn done, void *opaque)
   p->done = done;
   p->opaque = opaque;
   p->pending = 1;
+  p->wb_at_start = wb_counter (pool);
   g_mutex_lock (&pool->lock);
   pool->outstanding++;
   g_mutex_unlock (&pool->lock);
@@ -75,8 +147,9 @@ pool_parent_part_done (void *opaque, int err)
     return;
   err = g_atomic_int_get (&p->err);
   if (!err && p->flush_after) {
-    /* FUA emulation: the write is only acknowledged once flushed. */
-    nbdc_pool_flush (p->pool, parent_flushed, p);
+    /* FUA emulation: the write is only acknowledged once flushed (and
+     * not if a connection lost writes since it began: maybe ours). */
+    pool_flush_since (p->pool, p->wb_at_start, parent_flushed, p);
     return;
   }
   parent_end (p, err);
@@ -92,19 +165,33 @@ pool_parent_release (NbdcParent *p)
 
 typedef struct {
   NbdPool *pool;
-  unsigned idx;
+  unsigned idx;               /* the slot and connection it was last */
+  NbdConn *conn;              /* submitted on (pool_resubmit updates) */
+  uint32_t count;
   NbdcDoneFn done;
   void *opaque;
 } WriteTrack;
 
+/* Runs on w->conn's reader, so before that connection's dead callback
+ * (pool_conn_dead) takes stock of what it leaves unflushed. */
 static void
 write_tracked (void *opaque, int err)
 {
   WriteTrack *w = opaque;
   if (!err) {
-    g_mutex_lock (&w->pool->lock);
-    w->pool->dirty[w->idx] = TRUE;
-    g_mutex_unlock (&w->pool->lock);
+    NbdPool *pool = w->pool;
+    g_mutex_lock (&pool->lock);
+    if (CONN (pool, w->idx) == w->conn) {
+      pool->unflushed_writes[w->idx]++;
+      pool->unflushed_bytes[w->idx] += w->count;
+    }
+    else {
+      /* Acknowledged on a connection already replaced: no flush can
+       * reach it any more. */
+      g_autofree char *name = g_strdup_printf ("connection %u", w->idx + 1);
+      pool_record_loss_locked (pool, name, 1, w->count, "was replaced");
+    }
+    g_mutex_unlock (&pool->lock);
   }
   w->done (w->opaque, err);
   g_free (w);
@@ -143,7 +230,8 @@ pool_send_on (NbdPool *pool, unsigned i, const NbdcCmd *cmd)
        || cmd->type == NBD_CMD_TRIM)
       && !(cmd->flags & NBD_CMD_FLAG_FUA)) {
     WriteTrack *w = g_new (WriteTrack, 1);
-    *w = (WriteTrack) { pool, i, cmd->done, cmd->opaque };
+    *w = (WriteTrack) { pool, i, CONN (pool, i), cmd->count, cmd->done,
+                        cmd->opaque };
     NbdcCmd c = *cmd;
     c.done = write_tracked;
     c.opaque = w;
@@ -177,6 +265,8 @@ pool_send_cmd (NbdPool *pool, const NbdcCmd *cmd)
 typedef struct {
   NbdPool *pool;
   unsigned idx;
+  NbdConn *conn;              /* the connection it covers */
+  guint64 writes, bytes;      /* what was unflushed there when sent */
   NbdcParent *parent;
 } FlushPart;
 
@@ -184,39 +274,72 @@ static void
 flush_part_done (void *opaque, int err)
 {
   FlushPart *f = opaque;
-  if (err) {
-    /* Not persisted: the next flush must try this connection again. */
-    g_mutex_lock (&f->pool->lock);
-    f->pool->dirty[f->idx] = TRUE;
-    g_mutex_unlock (&f->pool->lock);
+  NbdPool *pool = f->pool;
+  g_mutex_lock (&pool->lock);
+  /* Success covers what was acknowledged before it was sent, on this
+   * connection only; on failure it all stays for the next flush. */
+  if (!err && CONN (pool, f->idx) == f->conn) {
+    pool->unflushed_writes[f->idx] -= MIN (f->writes,
+                                           pool->unflushed_writes[f->idx]);
+    pool->unflushed_bytes[f->idx] -= MIN (f->bytes,
+                                          pool->unflushed_bytes[f->idx]);
   }
+  g_mutex_unlock (&pool->lock);
   pool_parent_part_done (f->parent, err);
   g_free (f);
 }
 
-void
-nbdc_pool_flush (NbdPool *pool, NbdcDoneFn done, void *opaque)
+typedef struct {
+  NbdPool *pool;
+  guint since;
+  NbdcDoneFn done;
+  void *opaque;
+} FlushCheck;
+
+static void
+flush_checked (void *opaque, int err)
+{
+  FlushCheck *fc = opaque;
+  if (!err && wb_counter (fc->pool) != fc->since)
+    err = EIO;
+  fc->done (fc->opaque, err);
+  g_free (fc);
+}
+
+/* A flush that also fails if a connection lost acknowledged writes after
+ * the writeback error counter read `since`. */
+static void
+pool_flush_since (NbdPool *pool, guint since, NbdcDoneFn done, void *opaque)
 {
   if (!(pool->exp.eflags & NBD_FLAG_SEND_FLUSH)) {
     done (opaque, 0);
     return;
   }
-  NbdcParent *p = pool_parent_new (pool, done, opaque);
+  FlushCheck *fc = g_new (FlushCheck, 1);
+  *fc = (FlushCheck) { pool, since, done, opaque };
+  NbdcParent *p = pool_parent_new (pool, flush_checked, fc);
   for (unsigned i = 0; i < pool->n; i++) {
     g_mutex_lock (&pool->lock);
-    gboolean dirty = pool->dirty[i];
-    pool->dirty[i] = FALSE;
+    NbdConn *conn = CONN (pool, i);
+    guint64 writes = pool->unflushed_writes[i];
+    guint64 bytes = pool->unflushed_bytes[i];
     g_mutex_unlock (&pool->lock);
-    if (!dirty)
+    if (writes == 0)
       continue;
     FlushPart *f = g_new (FlushPart, 1);
-    *f = (FlushPart) { pool, i, p };
+    *f = (FlushPart) { pool, i, conn, writes, bytes, p };
     pool_parent_add (p);
     NbdcCmd cmd = { .type = NBD_CMD_FLUSH, .done = flush_part_done,
                     .opaque = f };
-    nbdc_conn_submit (CONN (pool, i), &cmd);
+    nbdc_conn_submit (conn, &cmd);
   }
   pool_parent_release (p);
+}
+
+void
+nbdc_pool_flush (NbdPool *pool, NbdcDoneFn done, void *opaque)
+{
+  pool_flush_since (pool, wb_counter (pool), done, opaque);
 }
 
 /* ---- synchronous wrappers ---- */
@@ -321,7 +444,8 @@ pool_free (NbdPool *pool)
   g_free (pool->rethreads);
   g_cond_clear (&pool->recond);
   g_free (pool->conns);
-  g_free (pool->dirty);
+  g_free (pool->unflushed_writes);
+  g_free (pool->unflushed_bytes);
   nbdc_export_clear (&pool->exp);
   nbdc_options_clear (&pool->opts);
   g_mutex_clear (&pool->lock);
@@ -330,6 +454,47 @@ pool_free (NbdPool *pool)
 }
 
 /* ---- reconnect ---- */
+
+/* Why a connection negotiated as e cannot join (or rejoin) the pool, or
+ * NULL if it can. The pool was set up from the first connection: the
+ * block-size layer aligns to its minimum block and splits at its maximum
+ * payload, BLOCK_STATUS is sent when base:allocation was negotiated, and
+ * the flags decide which commands and request flags we send. A connection
+ * weaker in any of these would make us send what the spec forbids
+ * (nbd-proto.md "Size constraints", "Metadata querying", "Structured
+ * replies"); and a first connection in TLS must not come back in clear
+ * text (--tls=on is only opportunistic at first contact). The context id
+ * may differ: each connection uses its own. */
+static char *
+pool_weaker (NbdPool *pool, const NbdExport *e)
+{
+  const NbdExport *x = &pool->exp;
+  if (e->size != x->size || e->eflags != x->eflags)
+    return g_strdup_printf ("the export changed (size %" G_GUINT64_FORMAT
+                            " flags 0x%x, was %" G_GUINT64_FORMAT
+                            " flags 0x%x)", e->size, e->eflags, x->size,
+                            x->eflags);
+  if (x->tls && !e->tls)
+    return g_strdup ("the server no longer uses TLS");
+  /* (Requests over 4 GiB need the extended headers we had.) */
+  if (pool->extended && !e->extended)
+    return g_strdup_printf ("the server no longer offers extended headers "
+                            "(%s)", nbdc_reply_mode_name (e));
+  if (x->structured && !e->structured)
+    return g_strdup ("the server no longer offers structured replies");
+  if (pool->base_allocation && !e->base_allocation)
+    return g_strdup ("the server no longer offers the base:allocation "
+                     "metadata context");
+  if (MAX (e->min_block, 1) > MAX (x->min_block, 1))
+    return g_strdup_printf ("the minimum block size grew from %"
+                            G_GUINT32_FORMAT " to %" G_GUINT32_FORMAT,
+                            MAX (x->min_block, 1), e->min_block);
+  if (e->max_block && e->max_block < pool->max_payload)
+    return g_strdup_printf ("the maximum payload shrank from %"
+                            G_GUINT32_FORMAT " to %" G_GUINT32_FORMAT,
+                            pool->max_payload, e->max_block);
+  return NULL;
+}
 
 static void pool_conn_dead (void *opaque, NbdConn *conn);
 static void pool_salvage (void *opaque, NbdConn *conn, const NbdcCmd *cmd);
@@ -344,11 +509,12 @@ pool_conn_new (NbdPool *pool, NbdTransport *t, const NbdExport *exp,
     .request_timeout = pool->cfg.request_timeout,
     .name = name,
   };
-  if (pool->cfg.reconnect) {
+  /* The dead callback also takes stock of unflushed writes, so it is
+   * set with or without reconnect. */
+  cc.dead = pool_conn_dead;
+  cc.opaque = pool;
+  if (pool->cfg.reconnect)
     cc.salvage = pool_salvage;
-    cc.dead = pool_conn_dead;
-    cc.opaque = pool;
-  }
   return nbdc_conn_new (t, exp, &cc);
 }
 
@@ -367,7 +533,14 @@ pool_resubmit (NbdPool *pool, const NbdcCmd *cmd)
     }
     return;
   }
-  nbdc_conn_submit (CONN (pool, i), cmd);
+  NbdConn *conn = CONN (pool, i);
+  if (cmd->done == write_tracked) {
+    /* Its acknowledgement will come from this connection. */
+    WriteTrack *w = cmd->opaque;
+    w->idx = i;
+    w->conn = conn;
+  }
+  nbdc_conn_submit (conn, cmd);
 }
 
 typedef struct {
@@ -402,6 +575,13 @@ pool_salvage (void *opaque, NbdConn *conn, const NbdcCmd *cmd)
 {
   NbdPool *pool = opaque;
   NbdcCmd c = *cmd;
+  if (c.type == NBD_CMD_FLUSH) {
+    /* It was to cover writes acknowledged on the connection that died
+     * (pool_conn_dead has counted them as at risk); on another one it
+     * would succeed without covering them. */
+    c.done (c.opaque, EIO);
+    return;
+  }
   if (++c.retries > POOL_MAX_RETRIES) {
     g_warning ("giving up on %s at offset %" G_GUINT64_FORMAT " after %u "
                "lost connections: EIO", nbdc_cmd_name (c.type), c.offset,
@@ -452,14 +632,20 @@ pool_reconnect_thread (gpointer data)
     GError *error = NULL;
     attempts++;
     NbdTransport *t = nbdc_open (&ropts, &e, &error);
-    if (t && (e.size != pool->exp.size || e.eflags != pool->exp.eflags
-              || (pool->extended && !e.extended))) {
-      g_warning ("connection %u: the export changed while we were away "
-                 "(size %" G_GUINT64_FORMAT " flags 0x%x, %s; was %"
-                 G_GUINT64_FORMAT " flags 0x%x, %s); giving up", i + 1,
-                 e.size, e.eflags, nbdc_reply_mode_name (&e),
-                 pool->exp.size, pool->exp.eflags,
-                 nbdc_reply_mode_name (&pool->exp));
+    g_autofree char *weaker = t ? pool_weaker (pool, &e) : NULL;
+    if (weaker && e.size == pool->exp.size && e.eflags == pool->exp.eflags) {
+      /* Maybe a server still starting up, or one behind a balancer:
+       * a failed attempt; the next may find the right one. */
+      g_warning ("connection %u: reconnect attempt %u refused: %s", i + 1,
+                 attempts, weaker);
+      nbdc_transport_free (t);
+      nbdc_export_clear (&e);
+      t = NULL;
+      g_set_error (&error, NBDFS_ERROR, NBDFS_ERROR_PROTOCOL, "%s", weaker);
+    }
+    else if (weaker) {
+      g_warning ("connection %u: %s while we were away; giving up", i + 1,
+                 weaker);
       nbdc_transport_free (t);
       nbdc_export_clear (&e);
       break;
@@ -483,8 +669,14 @@ pool_reconnect_thread (gpointer data)
       ok = TRUE;
       break;
     }
-    g_debug ("connection %u: reconnect attempt %u: %s", i + 1, attempts,
-             error->message);
+    /* A server that came back without TLS (or a man in the middle) is
+     * worth a warning, not a debug line: we will not use it. */
+    if (g_error_matches (error, NBDFS_ERROR, NBDFS_ERROR_TLS_REQUIRED))
+      g_warning ("connection %u: reconnect attempt %u refused: %s", i + 1,
+                 attempts, error->message);
+    else
+      g_debug ("connection %u: reconnect attempt %u: %s", i + 1, attempts,
+               error->message);
     g_error_free (error);
     gint64 now = g_get_monotonic_time ();
     if (now >= deadline)
@@ -556,11 +748,9 @@ pool_probe_thread (gpointer data)
       g_error_free (error);
       break;
     }
-    if (e.size != pool->exp.size || e.eflags != pool->exp.eflags
-        || (pool->extended && !e.extended)) {
-      /* (Requests over 4 GiB need the extended headers we had.) */
-      g_debug ("connection %u: probe: the export changed (size %"
-               G_GUINT64_FORMAT " flags 0x%x)", i + 1, e.size, e.eflags);
+    g_autofree char *weaker = pool_weaker (pool, &e);
+    if (weaker) {
+      g_warning ("connection %u: not re-established: %s", i + 1, weaker);
       nbdc_transport_free (t);
       nbdc_export_clear (&e);
       break;
@@ -619,7 +809,16 @@ pool_conn_dead (void *opaque, NbdConn *conn)
   for (unsigned i = 0; i < pool->n; i++)
     if (CONN (pool, i) == conn)
       idx = i;
-  if (pool->closing || pool->aborted || idx < 0) {
+  /* Before its requests are salvaged or failed (conn.c calls us first),
+   * so a flush that was on it already sees the loss. */
+  if (idx >= 0 && pool->unflushed_writes[idx] > 0) {
+    g_autofree char *name = g_strdup_printf ("connection %d", idx + 1);
+    pool_record_loss_locked (pool, name, pool->unflushed_writes[idx],
+                             pool->unflushed_bytes[idx], "died");
+    pool->unflushed_writes[idx] = 0;
+    pool->unflushed_bytes[idx] = 0;
+  }
+  if (!pool->cfg.reconnect || pool->closing || pool->aborted || idx < 0) {
     g_mutex_unlock (&pool->lock);
     return;
   }
@@ -684,6 +883,11 @@ nbdc_pool_open (const NbdcOptions *opts, const NbdcPoolConfig *cfg,
   g_cond_init (&pool->cond);
   pool->cfg = *cfg;
   nbdc_options_copy (&pool->opts, opts);
+  /* A first connection in TLS makes TLS required from now on: --tls=on
+   * (opportunistic) must not let a man in the middle bring the later
+   * connections and reconnects back in clear text. */
+  if (first.tls)
+    pool->opts.tls = NBDC_TLS_REQUIRE;
   pool->exp = first;
   pool->read_only = cfg->read_only
     || (first.eflags & NBD_FLAG_READ_ONLY) != 0;
@@ -707,7 +911,8 @@ nbdc_pool_open (const NbdcOptions *opts, const NbdcPoolConfig *cfg,
                G_GUINT64_FORMAT " bytes", first.size, min,
                first.size - pool->size, pool->size);
   pool->conns = g_new0 (NbdConn *, n);
-  pool->dirty = g_new0 (gboolean, n);
+  pool->unflushed_writes = g_new0 (guint64, n);
+  pool->unflushed_bytes = g_new0 (guint64, n);
   g_queue_init (&pool->ranges);
   g_cond_init (&pool->recond);
   g_queue_init (&pool->parked);
@@ -721,7 +926,7 @@ nbdc_pool_open (const NbdcOptions *opts, const NbdcPoolConfig *cfg,
    * clients (qemu-nbd --shared=2 leaves the third connection unanswered
    * in its listen queue), so give each one a short deadline and carry on
    * with what we have. An explicit -C N is a request: fail instead. */
-  NbdcOptions extra_opts = *opts;
+  NbdcOptions extra_opts = pool->opts;
   if (cfg->connections == 0
       && (extra_opts.handshake_timeout == 0
           || extra_opts.handshake_timeout > 5))
@@ -741,21 +946,20 @@ nbdc_pool_open (const NbdcOptions *opts, const NbdcPoolConfig *cfg,
       pool_free (pool);
       return NULL;
     }
-    if (e.size != first.size || e.eflags != first.eflags) {
+    if (!e.base_allocation)
+      pool->base_allocation = FALSE;
+    if (!e.extended)
+      pool->extended = FALSE;
+    g_autofree char *weaker = pool_weaker (pool, &e);
+    if (weaker) {
       g_set_error (error, NBDFS_ERROR, NBDFS_ERROR_PROTOCOL,
                    "connection %u disagrees with connection 1 about the "
-                   "export (size %" G_GUINT64_FORMAT " vs %" G_GUINT64_FORMAT
-                   ", flags 0x%x vs 0x%x)", i + 1, e.size, first.size,
-                   e.eflags, first.eflags);
+                   "export: %s", i + 1, weaker);
       nbdc_transport_free (t);
       nbdc_export_clear (&e);
       pool_free (pool);
       return NULL;
     }
-    if (!e.base_allocation)
-      pool->base_allocation = FALSE;
-    if (!e.extended)
-      pool->extended = FALSE;
     /* Each connection keeps its own negotiated context id. */
     pool->conns[i] = pool_conn_new (pool, t, &e, i);
     pool->n = i + 1;
@@ -804,9 +1008,12 @@ nbdc_pool_close_until (NbdPool *pool, gint64 deadline)
   }
   gboolean dirty = FALSE;
   for (unsigned i = 0; i < pool->n; i++)
-    dirty |= pool->dirty[i];
+    dirty |= pool->unflushed_writes[i] > 0;
   g_mutex_unlock (&pool->lock);
-  int err = 0;
+  /* A loss nobody was told about (no fsync or close since) is reported
+   * here. (FUSE mode also asks each description still open.) */
+  guint wb = (guint) g_atomic_int_get (&pool->wb_err);
+  int err = wb != 0 && !(wb & WB_SEEN) ? EIO : 0;
   if (dirty) {
     SyncWait w;
     SYNC_INIT (w);
@@ -823,7 +1030,9 @@ nbdc_pool_close_until (NbdPool *pool, gint64 deadline)
       }
     }
     g_mutex_unlock (&w.lock);
-    err = sync_wait (&w);
+    int ferr = sync_wait (&w);
+    if (!err)
+      err = ferr;
   }
   pool_free (pool);
   return err;

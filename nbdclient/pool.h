@@ -33,8 +33,10 @@ typedef struct NbdPool NbdPool;
 typedef struct {
   unsigned connections;       /* 0 = 4 if CAN_MULTI_CONN else 1; >1 without
                                  CAN_MULTI_CONN is refused by open */
-  unsigned request_timeout;   /* seconds without a reply before a connection
-                                 is declared dead; 0 = never */
+  unsigned request_timeout;   /* seconds a request may wait for its reply
+                                 (or for its send to finish), and the
+                                 longest silence while one is owed, before
+                                 the connection is declared dead; 0 = never */
   unsigned max_in_flight;     /* per connection; 0 = 64 */
   gboolean read_only;         /* refuse writes locally (EROFS) */
   unsigned reconnect;         /* seconds to keep re-opening a connection
@@ -65,8 +67,18 @@ void nbdc_pool_pwrite (NbdPool *pool, const void *buf, size_t count,
                        NbdcDoneFn done, void *opaque);
 /* NBD_CMD_FLUSH on every connection that has written since its last flush
  * (spec "Multi-conn"); done when all replied. Succeeds at once (0) when the
- * server has no NBD_FLAG_SEND_FLUSH (nothing to persist we can reach). */
+ * server has no NBD_FLAG_SEND_FLUSH (nothing to persist we can reach).
+ * EIO if a connection lost acknowledged, unflushed writes meanwhile. */
 void nbdc_pool_flush (NbdPool *pool, NbdcDoneFn done, void *opaque);
+
+/* Writeback errors (pool.c "Durability", modelled on the kernel's
+ * errseq_t): when a connection dies holding acknowledged writes no flush
+ * has covered, the export's error sequence moves on. An open file samples
+ * it (nbdc_pool_wb_err_sample) and, after each flush, asks
+ * nbdc_pool_wb_err_check: EIO once for every loss since its sample, which
+ * then moves on (safe from several threads at once). */
+unsigned nbdc_pool_wb_err_sample (NbdPool *pool);
+int nbdc_pool_wb_err_check (NbdPool *pool, unsigned *sample);
 /* NBD_CMD_TRIM; ENOTSUP without NBD_FLAG_SEND_TRIM. The range is shrunk to
  * whole minimum blocks (trim is advisory). */
 void nbdc_pool_trim (NbdPool *pool, size_t count, uint64_t offset,
@@ -108,7 +120,9 @@ void nbdc_pool_abort (NbdPool *pool, const char *reason);
 
 /* Waits for everything in flight, flushes if anything was written since the
  * last flush, sends NBD_CMD_DISC on every connection, joins the readers and
- * frees. Returns 0 or the errno of that final flush. */
+ * frees. Returns 0 or the errno of that final flush; EIO also if a
+ * connection lost acknowledged, unflushed writes and no
+ * nbdc_pool_wb_err_check reported it (pool.c "Durability"). */
 int nbdc_pool_close (NbdPool *pool);
 /* The same, but if the waiting and the flush are not done by `deadline`
  * (g_get_monotonic_time microseconds; 0 = no limit), aborts (see above):
