@@ -10,8 +10,27 @@ NBD_CMD_READ (or BLOCK_STATUS), which gets the scenario's misbehaviour.
 Exits when the client goes away, except close-on-read: it closes every
 connection at its first read and accepts the next one, forever (a request
 that "kills" the server each time it is retried).
+
+Scenarios about the client's own conduct:
+  early-write-reply  answers the first WRITE as soon as its header is in,
+                     then reads nothing more (the client must not block
+                     forever, and the write must fail)
+  read-never         never answers the first READ, answers all others
+  die-at-flush       first connection: acknowledges WRITEs into a volatile
+                     cache, closes at the first FLUSH (a crash: the cache is
+                     lost); later connections behave (accepted forever)
+  weaker-reconnect   first connection: minimum block 512, closes at the
+                     first READ; later ones: minimum block 4096
+
+Every request the client sends is checked against the spec and what was
+negotiated (magic, command and flags advertised, offset + length inside
+the export, alignment to the minimum block, length within the maximum
+payload, FLUSH/DISC with zero offset and length, cookies not reused while
+in flight). A violation prints "hostile-server: VIOLATION: ..." on stderr
+and exits with status 3: the test fails loudly.
 """
 import os
+import select
 import socket
 import struct
 import sys
@@ -39,7 +58,65 @@ SCENARIOS = {
     "silence", "endless", "simple-read-sr", "sr-not-negotiated",
     "bad-context", "hole-zero-length", "error-zero", "bad-type",
     "eof-mid-data", "ok", "close-on-read",
+    "early-write-reply", "read-never", "die-at-flush", "weaker-reconnect",
 }
+# Scenarios that accept one connection after another (forever).
+MULTI = {"close-on-read", "die-at-flush", "weaker-reconnect"}
+INFO_EXPORT, INFO_BLOCK_SIZE = 0, 3
+MAX_PAYLOAD = 1 << 20
+CMD_NAMES = {0: "READ", 1: "WRITE", 2: "DISC", 3: "FLUSH", 4: "TRIM",
+             5: "CACHE", 6: "WRITE_ZEROES", 7: "BLOCK_STATUS"}
+F_FUA, F_NO_HOLE, F_DF, F_REQ_ONE, F_FAST_ZERO = 1, 2, 4, 8, 16
+
+
+def violation(msg):
+    sys.stderr.write("hostile-server: VIOLATION: %s\n" % msg)
+    sys.stderr.flush()
+    os._exit(3)
+
+
+class Conn:
+    """What was negotiated on one connection."""
+    def __init__(self, number):
+        self.number = number
+        self.sr = False
+        self.meta = False
+        self.min_block = 512
+        self.eflags = 1 | 4     # HAS_FLAGS | SEND_FLUSH
+        self.in_flight = set()  # cookies not answered yet
+
+
+def check_request(conn, magic, flags, typ, cookie, off, count):
+    """Every request against the spec and what was negotiated."""
+    name = CMD_NAMES.get(typ, "command %d" % typ)
+    where = "%s offset %d length %d" % (name, off, count)
+    if magic != REQ:
+        violation("bad request magic 0x%08x" % magic)
+    allowed = {CMD_READ: 0, CMD_WRITE: 0, CMD_DISC: 0}
+    if conn.eflags & 4:
+        allowed[CMD_FLUSH] = 0
+    if conn.sr and conn.meta:
+        allowed[CMD_BS] = F_REQ_ONE
+    if typ not in allowed:
+        violation("%s was not negotiated" % where)
+    if flags & ~allowed[typ]:
+        violation("%s with flags 0x%x (allowed 0x%x)"
+                  % (where, flags, allowed[typ]))
+    if typ in (CMD_FLUSH, CMD_DISC):
+        if off or count:
+            violation("%s: offset and length must be 0" % where)
+        return
+    if count == 0:
+        violation("%s: zero length" % where)
+    if off + count > SIZE:
+        violation("%s: past the end of the export (%d)" % (where, SIZE))
+    if off % conn.min_block or count % conn.min_block:
+        violation("%s: not aligned to the minimum block %d"
+                  % (where, conn.min_block))
+    if typ in (CMD_READ, CMD_WRITE) and count > MAX_PAYLOAD:
+        violation("%s: over the maximum payload %d" % (where, MAX_PAYLOAD))
+    if cookie in conn.in_flight:
+        violation("%s: cookie 0x%x still in flight" % (where, cookie))
 
 
 def recv_all(s, n):
@@ -56,11 +133,13 @@ def opt_reply(s, opt, rep, data=b""):
     s.sendall(struct.pack(">QIII", REPLY_MAGIC, opt, rep, len(data)) + data)
 
 
-def handshake(s, scenario):
+def handshake(s, scenario, conn):
     s.sendall(struct.pack(">QQH", NBDMAGIC, IHAVEOPT, 3))  # FIXED | NO_ZEROES
     recv_all(s, 4)
     sr = False
     offer_sr = scenario != "sr-not-negotiated"
+    if scenario == "weaker-reconnect" and conn.number > 1:
+        conn.min_block = 4096
     while True:
         magic, opt, ln = struct.unpack(">QII", recv_all(s, 16))
         data = recv_all(s, ln)
@@ -71,11 +150,17 @@ def handshake(s, scenario):
             name = b"base:allocation"
             opt_reply(s, opt, REP_META, struct.pack(">I", CTX_ID) + name)
             opt_reply(s, opt, REP_ACK)
+            conn.meta = True
         elif opt == OPT_GO:
-            # HAS_FLAGS | SEND_FLUSH | SEND_DF(if sr)
-            flags = 1 | 4
-            opt_reply(s, opt, REP_INFO, struct.pack(">HQH", 0, SIZE, flags))
+            # HAS_FLAGS | SEND_FLUSH; block sizes always (a server MAY send
+            # them unasked; the client asks anyway).
+            opt_reply(s, opt, REP_INFO,
+                      struct.pack(">HIII", INFO_BLOCK_SIZE, conn.min_block,
+                                  4096, MAX_PAYLOAD))
+            opt_reply(s, opt, REP_INFO,
+                      struct.pack(">HQH", INFO_EXPORT, SIZE, conn.eflags))
             opt_reply(s, opt, REP_ACK)
+            conn.sr = sr
             return sr
         elif opt == OPT_ABORT:
             raise EOFError
@@ -172,34 +257,63 @@ def main():
     if len(sys.argv) > 3:
         with open(sys.argv[3], "w") as f:
             f.write(str(os.getpid()))
+    store = bytearray(SIZE)     # what the server keeps across connections
+    number = 0
     while True:
         s, _ = ls.accept()
-        if scenario != "close-on-read":
+        if scenario not in MULTI:
             ls.close()
-        (serve_ext if scenario in EXT_SCENARIOS else serve)(s, scenario)
-        if scenario != "close-on-read":
+        number += 1
+        if scenario in EXT_SCENARIOS:
+            serve_ext(s, scenario)
+        else:
+            serve(s, scenario, store, Conn(number))
+        if scenario not in MULTI:
             break
 
 
-def serve(s, scenario):
-    store = bytearray(SIZE)
+def serve(s, scenario, store, conn):
     done_bad = False
     prev_cookie = None
+    # die-at-flush, first connection: acknowledged writes stay here until
+    # a FLUSH, which never comes true (the "crash" drops them).
+    volatile = scenario == "die-at-flush" and conn.number == 1
     try:
-        sr = handshake(s, scenario)
+        sr = handshake(s, scenario, conn)
         while True:
             magic, flags, typ, cookie, off, count = struct.unpack(
                 ">IHHQQI", recv_all(s, 28))
-            if magic != REQ:
+            check_request(conn, magic, flags, typ, cookie, off, count)
+            if typ == CMD_WRITE and scenario == "early-write-reply":
+                # Answer before reading the payload, then read nothing.
+                simple(s, cookie)
+                p = select.poll()
+                p.register(s, select.POLLRDHUP)
+                for _ in range(600):     # until the client hangs up, <= 60 s
+                    if p.poll(100):
+                        break
                 break
             if typ == CMD_WRITE:
-                store[off:off + count] = recv_all(s, count)
+                data = recv_all(s, count)
+                if not volatile:
+                    store[off:off + count] = data
             if typ == CMD_DISC:
                 break
+            if typ == CMD_FLUSH and volatile:
+                break
+            if typ == CMD_READ and scenario == "weaker-reconnect" \
+                    and conn.number == 1:
+                break
+            if typ == CMD_READ and scenario == "read-never" and not done_bad:
+                done_bad = True
+                conn.in_flight.add(cookie)
+                continue
             # stale-cookie: the first read is answered properly; the
             # second (same slot, new generation) gets the old cookie.
             bad = (not done_bad and typ in (CMD_READ, CMD_BS)
-                   and scenario != "ok"
+                   and scenario not in ("ok", "read-never", "die-at-flush",
+                                        "weaker-reconnect",
+                                        "early-write-reply")
                    and not (scenario == "stale-cookie" and prev_cookie is None))
             if not bad:
                 if typ == CMD_READ:

@@ -30,6 +30,11 @@
  *                               (an RMW when BS is the minimum block) and
  *                               a zero of the block; the block must read
  *                               as one serial order -> ok
+ *   read-while-busy OFF LEN SECS   one read of [OFF, +LEN) in the
+ *                               background while 512-byte reads at 0 keep
+ *                               the connection busy, until it ends ->
+ *                               "elapsed_ms=N" then its result; after SECS
+ *                               unfinished: error ETIMEDOUT, exit at once
  *   sleep SECS                  (for restart tests)
  *   unlink FILE                 remove FILE (flips nbdkit error-file=)
  * A failing command prints "CMD: error ENAME: text" and, without -k, ends
@@ -509,6 +514,38 @@ main (int argc, char **argv)
         return 2;
       }
       printf ("ok\n");
+    }
+    else if (!strcmp (cmd, "read-while-busy")) {
+      NEED (3);
+      uint64_t off = num (argv[i + 1]), len = num (argv[i + 2]);
+      gint64 secs = num (argv[i + 3]);
+      i += 3;
+      static Batch b;         /* may outlive the command (ETIMEDOUT) */
+      char *buf = g_malloc (len);
+      char small[512];
+      batch_init (&b, 1);
+      gint64 start = g_get_monotonic_time ();
+      nbdc_pool_pread (pool, buf, len, off, batch_done, &b);
+      for (;;) {
+        g_mutex_lock (&b.lock);
+        gboolean over = b.left == 0;
+        g_mutex_unlock (&b.lock);
+        if (over)
+          break;
+        if (g_get_monotonic_time () - start > secs * G_USEC_PER_SEC) {
+          printf ("read-while-busy: error ETIMEDOUT: still unanswered after "
+                  "%" G_GINT64_FORMAT " s\n", secs);
+          fflush (stdout);
+          _exit (1);
+        }
+        if (nbdc_pool_pread_sync (pool, small, sizeof small, 0) != 0)
+          g_usleep (10000);
+      }
+      printf ("elapsed_ms=%" G_GINT64_FORMAT "\n",
+              (g_get_monotonic_time () - start) / 1000);
+      if (report (cmd, batch_wait (&b)))
+        printf ("ok\n");
+      g_free (buf);
     }
     else if (!strcmp (cmd, "sleep")) {
       NEED (1);
