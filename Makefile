@@ -80,7 +80,7 @@ LIBFUSE    := $(BUILD)/libfusemode.a
 LIBSYSTEM  := $(BUILD)/libsystem.a
 
 .PHONY: all check check-unit check-asan check-chaos check-valgrind demo bench clean \
-        fuzz fuzz-bins fuzz-smoke install uninstall
+        fuzz fuzz-bins fuzz-smoke install uninstall soak
 all: nbdfs $(UNIT_BIN) $(TOOL_BIN)
 
 # Per-directory log domains (style.md: G_LOG_DOMAIN per directory).
@@ -148,6 +148,14 @@ check: all
 
 check-unit: all
 	$(TEST_ENV) bash test/run-tests.sh --unit-only
+
+# The long soak (minutes): test-fuse-soak with a 3-minute write phase and
+# the server killed every 5 s. SOAK_SECS=N to change it.
+SOAK_SECS ?= 180
+soak: all
+	$(TEST_ENV) SOAK_SECS=$(SOAK_SECS) SOAK_KILL_EVERY=5 \
+	  timeout -k 15 $$(( $(SOAK_SECS) * 4 + 120 )) setsid \
+	  bash test/test-fuse-soak.sh
 
 # The VM tests boot a whole kernel; under ASan they would only re-test the
 # same userspace code at many times the cost, so check-asan leaves them out.
