@@ -123,7 +123,9 @@ add_file (NbdfsFs *fs, const char *export_name, const char *name,
     return FALSE;
   }
   f->ino = NBDFS_FIRST_FILE_INO + fs->files->len;
-  f->opens = g_hash_table_new (NULL, NULL);
+  /* Owns the descriptions: those still open when the session ends get
+   * no release, and are freed with the table. */
+  f->opens = g_hash_table_new_full (NULL, NULL, g_free, NULL);
   f->export_name = g_strdup (export_name);
   f->name = g_strdup (name);
   f->read_only = fs->opts->pool->read_only

@@ -52,8 +52,9 @@ typedef struct {
   gint64 allocated;
   gint64 allocated_at;        /* g_get_monotonic_time of the last scan */
   gint scan_queued;           /* a scan is queued (atomic) */
-  /* Open descriptions (NbdfsOpen *), under NbdfsFs.lock: at unmount, one
-   * not yet told of a lost write makes the exit status say so. */
+  /* Open descriptions (NbdfsOpen *, owned: freed on removal), under
+   * NbdfsFs.lock: at unmount, one not yet told of a lost write makes the
+   * exit status say so. */
   GHashTable *opens;
 } NbdfsFile;
 

@@ -226,11 +226,10 @@ nbdfs_fuse_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
   g_hash_table_add (f->opens, o);
   g_mutex_unlock (&fs->lock);
   if (fuse_reply_open (req, fi) != 0) {
-    /* Interrupted: no release will come. */
+    /* Interrupted: no release will come (the table frees it). */
     g_mutex_lock (&fs->lock);
     g_hash_table_remove (f->opens, o);
     g_mutex_unlock (&fs->lock);
-    g_free (o);
   }
 }
 
@@ -241,10 +240,11 @@ nbdfs_fuse_release (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
   NbdfsOpen *o = (NbdfsOpen *) (uintptr_t) fi->fh;
   g_mutex_lock (&fs->lock);
   NbdfsFile *f = fs->files ? nbdfs_file_by_ino (fs, ino) : NULL;
-  if (f)
-    g_hash_table_remove (f->opens, o);
+  /* The table frees it. */
+  gboolean owned = f && g_hash_table_remove (f->opens, o);
   g_mutex_unlock (&fs->lock);
-  g_free (o);
+  if (!owned)
+    g_free (o);
   fuse_reply_err (req, 0);
 }
 
