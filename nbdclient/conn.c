@@ -66,8 +66,8 @@ typedef struct {
   unsigned chunks;
   gboolean got_status;
   gboolean sending;           /* the sender is still writing it */
-  gboolean awaited;           /* the reader waits on NbdConn.sent for it */
-  gboolean finished;          /* died while sending: the sender completes */
+  gboolean finished;          /* replied to or died while sending: the
+                                 sender completes it */
   gint64 sent_at;             /* monotonic us when it took its slot */
   GList age_link;             /* in NbdConn.aged while in the table */
   int final_err;
@@ -96,7 +96,9 @@ struct NbdConn {
   GMutex lock;
   GCond cond;                 /* sender: work or slot available, or stop */
   GCond idle;                 /* drain: nothing queued or in flight */
-  GCond sent;                 /* a request the reader awaits was sent */
+  GCond sent;                 /* awaited was sent (or the sender gave up) */
+  NbdcReq *awaited;           /* replied to while still sending: the reader
+                                 waits for the sender (conn_complete) */
   /* In-flight requests, oldest first (under lock): the head's age is
    * what --timeout bounds (not only silence on the connection: a server
    * that answers everything but one request must not keep that one
@@ -425,9 +427,17 @@ nbdc_conn_soft_disconnect (NbdConn *c, const char *reason)
   g_mutex_unlock (&c->lock);
 }
 
-/* The reply to req is complete: free its slot and call done. */
-static void
-conn_complete (NbdConn *c, NbdcReq *req, int err)
+/* The reply to req is complete: free its slot and call done. A reply
+ * to a request whose sendv has not returned yet is left to the sender to
+ * complete (as before it returned), once it has: if the server read all
+ * of the request, that is at once; if the sender is still writing after
+ * SENT_GRACE_US, the server answered before reading the whole request (a
+ * WRITE's payload): a protocol violation. The request then completes
+ * with EIO, never success, and the teardown (shutdown of the socket)
+ * frees a sender blocked on a server that stopped reading. FALSE with *d
+ * set on that violation. */
+static gboolean
+conn_complete (NbdConn *c, Death *d, NbdcReq *req, int err)
 {
   if (err == ESHUTDOWN) {
     /* Not this request's fault: it stays in flight and is retried (or
@@ -437,7 +447,7 @@ conn_complete (NbdConn *c, NbdcReq *req, int err)
     g_mutex_unlock (&c->lock);
     nbdc_conn_soft_disconnect (c, "the server is shutting down "
                                "(NBD_ESHUTDOWN)");
-    return;
+    return TRUE;
   }
   if (c->debug)
     g_debug ("%s: cookie 0x%" G_GINT64_MODIFIER "x: %s offset %"
@@ -456,36 +466,35 @@ conn_complete (NbdConn *c, NbdcReq *req, int err)
     g_cond_signal (&c->cond);
   if (c->idle_waiters && c->in_flight == 0 && c->queue.length == 0)
     g_cond_broadcast (&c->idle);
-  /* conn_await_sent made sure the sender is done with it. */
-  g_assert (!req->sending);
-  g_mutex_unlock (&c->lock);
-  req_finish (c, req, err, FALSE);
-}
-
-/* The first reply (or chunk) for req arrived: the request must have been
- * sent in full (see SENT_GRACE_US). A reply to a WRITE whose payload the
- * server has not read is a violation; so the write can never complete
- * with success after it, and the sender, maybe blocked on a server that
- * stopped reading, is freed by the teardown (shutdown of the socket). */
-static gboolean
-conn_await_sent (NbdConn *c, Death *d, NbdcReq *req)
-{
-  g_mutex_lock (&c->lock);
   if (req->sending) {
+    req->finished = TRUE;
+    req->final_err = err;
+    /* The sender frees req once it is done: from here on only
+     * c->awaited (cleared by the sender, under lock) says whether it
+     * still lives. */
+    c->awaited = req;
     gint64 until = g_get_monotonic_time () + SENT_GRACE_US;
-    req->awaited = TRUE;
-    while (req->sending)
+    while (c->awaited == req)
       if (!g_cond_wait_until (&c->sent, &c->lock, until))
         break;
-    req->awaited = FALSE;
+    if (c->awaited != req) {
+      g_mutex_unlock (&c->lock);
+      return TRUE;
+    }
+    c->awaited = NULL;
+    req->final_err = EIO;
+    req->final_salvage = FALSE;
+    char *what = g_strdup_printf ("%s (offset %" G_GUINT64_FORMAT ", %"
+                                  G_GUINT64_FORMAT " bytes)",
+                                  nbdc_cmd_name (req->cmd.type),
+                                  req->cmd.offset, req->cmd.count);
+    g_mutex_unlock (&c->lock);
+    violation (d, "reply to %s before the request was sent in full", what);
+    g_free (what);
+    return FALSE;
   }
-  gboolean sending = req->sending;
   g_mutex_unlock (&c->lock);
-  if (sending)
-    return violation (d, "reply to %s (offset %" G_GUINT64_FORMAT ", %"
-                      G_GUINT64_FORMAT " bytes) before the request was "
-                      "sent in full", nbdc_cmd_name (req->cmd.type),
-                      req->cmd.offset, req->cmd.count);
+  req_finish (c, req, err, FALSE);
   return TRUE;
 }
 
@@ -503,8 +512,6 @@ conn_handle_simple (NbdConn *c, Death *d, const uint8_t *hdr)
   if (!req)
     return violation (d, "simple reply with unknown cookie 0x%"
                       G_GINT64_MODIFIER "x", cookie);
-  if (!conn_await_sent (c, d, req))
-    return FALSE;
   if (req->chunks > 0)
     return violation (d, "simple reply in the middle of a structured reply "
                       "(cookie 0x%" G_GINT64_MODIFIER "x)", cookie);
@@ -527,8 +534,7 @@ conn_handle_simple (NbdConn *c, Death *d, const uint8_t *hdr)
     g_debug ("%s: %s failed: server sent error %" G_GUINT32_FORMAT " (%s)",
              c->name, nbdc_cmd_name (req->cmd.type), error,
              nbdc_err_name (error));
-  conn_complete (c, req, err);
-  return TRUE;
+  return conn_complete (c, d, req, err);
 }
 
 /* Marks [start, start+len) of a read as covered; FALSE if it overlaps an
@@ -810,8 +816,6 @@ static gboolean
 conn_handle_chunk (NbdConn *c, Death *d, NbdcReq *req, uint16_t flags,
                    uint16_t type, uint64_t cookie, uint32_t length)
 {
-  if (req->chunks == 0 && !conn_await_sent (c, d, req))
-    return FALSE;
   /* A read's content chunks cannot outnumber its bytes; anything else has
    * few chunks. More than that is a reply that never ends. */
   uint64_t limit = req->cmd.type == NBD_CMD_READ
@@ -869,8 +873,7 @@ conn_handle_chunk (NbdConn *c, Death *d, NbdcReq *req, uint16_t flags,
                       req->covered_bytes, req->cmd.count);
   if (!err && req->cmd.type == NBD_CMD_BLOCK_STATUS && !req->got_status)
     return violation (d, "block status reply without a status chunk");
-  conn_complete (c, req, err);
-  return TRUE;
+  return conn_complete (c, d, req, err);
 }
 
 static gboolean
@@ -1149,8 +1152,10 @@ conn_send_locked (NbdConn *c, NbdcReq *req, uint64_t cookie)
 
   g_mutex_lock (&c->lock);
   req->sending = FALSE;
-  if (req->awaited)
+  if (c->awaited == req) {
+    c->awaited = NULL;
     g_cond_broadcast (&c->sent);
+  }
   if (err && !c->broken) {
     c->broken = TRUE;
     c->broken_reason = g_strdup_printf ("sending %s: %s",
