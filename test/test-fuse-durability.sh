@@ -12,6 +12,9 @@
 #    not spurious; the log says how much was at risk (1 write, 4096 bytes);
 #  - the server checked every request (hostile-server.py: no VIOLATION);
 #  - nbdfs unmounts with status 0 (every open description was told).
+# Then an O_DSYNC write against a fresh server of the same kind (no
+# NBD_FLAG_SEND_FUA: nbdfs emulates FUA with a flush, which kills the
+# connection): the write itself fails with EIO; it must never succeed.
 # timeout: 60
 source "$SRCDIR/test/functions.sh"
 source "$SRCDIR/test/fuse-functions.sh"
@@ -78,5 +81,23 @@ grep -q 'connection 1 died with 1 acknowledged write(s) (4096 bytes) not yet flu
 grep -q 're-established' "$tmp/log" || fail "no reconnect"
 cat "$tmp/server.err"
 ! grep -q VIOLATION "$tmp/server.err" ||
+  fail "nbdfs sent a request the spec forbids"
+
+# ---- O_DSYNC (FUA emulated with a flush) ----
+sock2=$tmp/sock2
+python3 "$SRCDIR/test/hostile-server.py" "$sock2" die-at-flush \
+  2> "$tmp/server2.err" &
+spid2=$!
+cleanup_fn kill_pid "$spid2"
+wait_for test -S "$sock2" || fail "the second server did not start"
+start_nbdfs "$mnt" "$sock2" --reconnect 10 --timeout 10 2> "$tmp/log2"
+out=$(pyio errno 'import os
+fd = os.open("'"$mnt"'/disk", os.O_WRONLY | os.O_DSYNC)
+os.pwrite(fd, b"S" * 4096, 0)')
+echo "O_DSYNC write, server dies at its flush: $out"
+[ "$out" = EIO ] || fail "O_DSYNC write: want EIO, got $out"
+stop_nbdfs "$mnt" umount
+cat "$tmp/log2" "$tmp/server2.err"
+! grep -q VIOLATION "$tmp/server2.err" ||
   fail "nbdfs sent a request the spec forbids"
 echo OK

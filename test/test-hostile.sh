@@ -12,6 +12,8 @@
 #  - read-never: one READ never answered while the driver keeps the
 #    connection busy with other reads: --timeout (2 s) bounds that READ's
 #    age; EIO within 1.9-4.5 s.
+#  - die-at-flush: a FUA write (emulated with a flush) fails when the
+#    connection dies at that flush, though the flush could be resent.
 #  - weaker-reconnect: the reconnected server has a bigger minimum block:
 #    the reconnect is refused (we would send unaligned requests), EIO.
 # timeout: 120
@@ -98,6 +100,15 @@ OPTS="-t 2" run_scenario read-never \
 ms=$(sed -n 's/^elapsed_ms=//p' <<<"$out")
 [ -n "$ms" ] && [ "$ms" -ge 1900 ] && [ "$ms" -le 4500 ] \
   || fail "read-never: EIO after ${ms:-?} ms (want 1900-4500)"
+
+# FUA emulated with a flush (the server has no NBD_FLAG_SEND_FUA), and the
+# server dies at that flush: the write must fail, not succeed after the
+# flush is resent on the reconnected connection.
+head -c 4096 /dev/urandom > "$tmp/4k"
+OPTS="-R 5" run_scenario die-at-flush \
+  "connection 1 died with 1 acknowledged write(s) (4096 bytes) not yet flushed" \
+  write-from "$tmp/4k" 0 flags=fua
+grep -q '^write-from: error EIO' <<<"$out" || fail "die-at-flush: the FUA write succeeded"
 
 OPTS="-R 3" run_scenario weaker-reconnect \
   "refused: the minimum block size grew from 512 to 4096" read-md5 512 512
