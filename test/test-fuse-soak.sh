@@ -60,6 +60,7 @@ fio_job() {
     --ioengine=libaio --direct=1 --rw=randwrite --bs=64k --iodepth=8 \
     --numjobs=$jobs --size="${per_job}K" --offset_increment="${per_job}K" \
     --randrepeat=1 --verify=crc32c --verify_fatal=1 --group_reporting \
+    --verify_state_save=0 \
     "$@"
 }
 
