@@ -22,6 +22,8 @@ typedef struct {
   /* Why extended headers are not in use, for NBD_REP_ERR_EXT_HEADER_REQD
    * (a static string), or NULL. */
   const char *ext_hint;
+  gboolean extended;          /* NBD_OPT_EXTENDED_HEADERS acked: the
+                                 transmission phase uses 32-byte headers */
 } NbdcHandshake;
 
 /* One option reply: header fields and the (capped) payload, NUL-terminated

@@ -38,6 +38,7 @@ opt_extended_headers (NbdcHandshake *h, NbdExport *exp, GError **error)
        * chunks, errors with text, holes, block status all work. */
       exp->extended = TRUE;
       exp->structured = TRUE;
+      h->extended = TRUE;
     }
   }
   else if (r.type == NBD_REP_ERR_TLS_REQD) {

@@ -102,9 +102,20 @@ nbdc_send_disc (NbdcHandshake *h)
     .magic = GUINT32_TO_BE (NBD_REQUEST_MAGIC),
     .type = GUINT16_TO_BE (NBD_CMD_DISC),
   };
+  /* After extended headers every request is the 32-byte form; a compact
+   * one would leave the server waiting for 4 more bytes. */
+  struct nbd_extended_request ext = {
+    .magic = GUINT32_TO_BE (NBD_EXTENDED_REQUEST_MAGIC),
+    .type = GUINT16_TO_BE (NBD_CMD_DISC),
+  };
   gint64 soon = g_get_monotonic_time () + ABORT_WAIT_USEC;
   g_debug ("command %u (%s)", NBD_CMD_DISC, nbdc_cmd_name (NBD_CMD_DISC));
-  nbdc_write_full (h->t, &req, sizeof req, soon, "sending disconnect", NULL);
+  if (h->extended)
+    nbdc_write_full (h->t, &ext, sizeof ext, soon, "sending disconnect",
+                     NULL);
+  else
+    nbdc_write_full (h->t, &req, sizeof req, soon, "sending disconnect",
+                     NULL);
   if (h->t->ops->shutdown)
     h->t->ops->shutdown (h->t);
   nbdc_handshake_close (h);

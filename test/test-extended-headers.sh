@@ -64,8 +64,10 @@ qemu-io -f qcow2 -c 'write -P 0x55 1M 2M' -c "write -P 0x66 $((5 * GIB)) 64k" \
   "$img" > /dev/null
 sock=$tmp/qemu.sock
 trace=$tmp/qemu.trace
+# (qemu-nbd's messages to a file: it must not see a client leave in the
+# middle of a request, e.g. a 28-byte NBD_CMD_DISC under extended headers.)
 start_qemu_nbd "$sock" -f qcow2 -x disk --shared=1 --persistent \
-  -T "nbd_co_receive_request_decode_type,file=$trace" "$img"
+  -T "nbd_co_receive_request_decode_type,file=$trace" "$img" 2> "$tmp/qemu.err"
 uri="nbd+unix:///disk?socket=$sock"
 
 # Write zeroes the server decoded so far (qemu's trace: "type = 6").
@@ -153,6 +155,9 @@ cmp -n $((8 * 1024 * 1024)) <(dd if="$f" bs=1M skip=$((4 * GIB - 4 * 1024 * 1024
     count=8 iflag=skip_bytes status=none) /dev/zero || fail "punched range not zero"
 stop_nbdfs "$mnt"
 kill_pid "$qemu_nbd_pid"
+cat "$tmp/qemu.err"
+! grep -q 'Unexpected end-of-file' "$tmp/qemu.err" \
+  || fail "qemu-nbd saw a request cut short (NBD_CMD_DISC of the wrong size?)"
 
 # qemu-img's own view: all zero, nothing allocated.
 map=$(qemu-img map -f qcow2 --output=json "$img")

@@ -1164,6 +1164,52 @@ test_query_info_fallback (void)
 }
 
 static void
+test_query_info_ext (void)
+{
+  /* Extended headers acked: --info's closing NBD_CMD_DISC is a 32-byte
+   * extended request (a 28-byte one left qemu-nbd 10 waiting for the
+   * rest: "Unexpected end-of-file before all bytes were read"). */
+  char *path = sock_path ();
+  Peer *p = peer_new ();
+  fixed (p);
+  expect_option (p, NBD_OPT_EXTENDED_HEADERS);
+  reply (p, NBD_OPT_EXTENDED_HEADERS, NBD_REP_ACK, NULL, 0);
+  expect_option (p, NBD_OPT_INFO);
+  info_export (p, NBD_OPT_INFO, 65536, NBD_FLAG_HAS_FLAGS);
+  reply (p, NBD_OPT_INFO, NBD_REP_ACK, NULL, 0);
+  expect_option (p, NBD_OPT_LIST_META_CONTEXT);
+  reply (p, NBD_OPT_LIST_META_CONTEXT, NBD_REP_ACK, NULL, 0);
+  expect_option (p, NBD_OPT_SET_META_CONTEXT);
+  reply (p, NBD_OPT_SET_META_CONTEXT, NBD_REP_ACK, NULL, 0);
+  expect_option (p, NBD_OPT_GO);
+  info_export (p, NBD_OPT_GO, 65536, NBD_FLAG_HAS_FLAGS);
+  reply (p, NBD_OPT_GO, NBD_REP_ACK, NULL, 0);
+  g_autoptr (GByteArray) b = g_byte_array_new ();
+  put_be32 (b, NBD_EXTENDED_REQUEST_MAGIC);
+  put_be16 (b, 0);
+  put_be16 (b, NBD_CMD_DISC);
+  g_byte_array_set_size (b, 32);
+  memset (b->data + 8, 0, 24);
+  peer_op (p, OP_EXPECT, 0, b->data, b->len);
+  peer_op (p, OP_WAIT_EOF, 0, NULL, 0);
+  peer_listen (p, path);
+
+  NbdcOptions opts = { 0 };
+  NbdExport exp = { 0 };
+  g_autoptr (GPtrArray) ctx = NULL;
+  g_autoptr (GError) error = NULL;
+  opts.addr.socket_path = g_strdup (path);
+  opts.handshake_timeout = 5;
+  g_assert_true (nbdc_query_info (&opts, &exp, &ctx, &error));
+  g_assert_no_error (error);
+  peer_finish (p, FALSE);
+  g_assert_true (exp.extended);
+  nbdc_export_clear (&exp);
+  nbdc_options_clear (&opts);
+  remove_sock (path);
+}
+
+static void
 test_query_info_unknown (void)
 {
   /* NBD_OPT_INFO says unknown: the error lists the exports; then ABORT. */
@@ -1453,6 +1499,7 @@ main (int argc, char **argv)
   g_test_add_func ("/nbdclient/negotiate/timeout", test_timeout);
   g_test_add_func ("/nbdclient/list/query-info-fallback",
                    test_query_info_fallback);
+  g_test_add_func ("/nbdclient/list/query-info-ext", test_query_info_ext);
   g_test_add_func ("/nbdclient/list/query-info-unknown",
                    test_query_info_unknown);
   g_test_add_func ("/nbdclient/list/list-exports", test_list_exports);
