@@ -4,18 +4,20 @@
  *
  * Flush bookkeeping: a write-type command that *completes* successfully
  * (without FUA) is counted against the connection that acknowledged it,
- * and a flush on that connection that succeeds takes off what was counted
- * when it was sent. A write still in flight when a flush starts is
+ * and a flush that succeeds takes off what was counted, on every
+ * connection, when it was sent (one flush covers them all under
+ * CAN_MULTI_CONN: see "flush" below). A write still in flight when a flush starts is
  * therefore not counted as covered (the spec: a client "MUST NOT issue an
  * NBD_CMD_FLUSH request until it has received the reply for all write
  * commands which it expects to be covered by the flush").
  *
  * Durability: an acknowledged write is only known persistent once a flush
- * on the *same* connection succeeded (or it was sent with FUA): a server
- * may keep it in a volatile cache, and a server that dies loses that
- * cache. So when a connection dies (or is replaced) with acknowledged,
- * unflushed writes, they are at risk; flushing another connection, or the
- * reconnected one, says nothing about them. We report, we do not replay:
+ * sent after its reply succeeded (or it was sent with FUA): a server may
+ * keep it in a volatile cache, and a server that dies loses that cache.
+ * So when a connection dies (or is replaced) with acknowledged, unflushed
+ * writes, they are at risk; a flush that succeeds later, on another
+ * connection or the reconnected one, says nothing about them (the server
+ * that held them may have restarted). We report, we do not replay:
  * replaying would mean keeping a copy of every acknowledged write until
  * its flush, i.e. memory bounded only by how long the user waits between
  * fsyncs (a whole disk image written without fsync), and a replay after
@@ -262,12 +264,27 @@ pool_send_cmd (NbdPool *pool, const NbdcCmd *cmd)
 
 /* ---- flush ---- */
 
+/* One NBD_CMD_FLUSH for the whole pool. Several connections are only
+ * opened under NBD_FLAG_CAN_MULTI_CONN (nbdc_pool_open), whose promise is
+ * that "the effects of NBD_CMD_FLUSH ... MUST be visible across all
+ * connections when the server sends its reply" (nbd-proto.md
+ * "Transmission flags"): a flush on any one connection persists every
+ * write the server had answered on any of them. So an fsync costs one
+ * round trip, not one per connection that wrote (with 4 connections a
+ * journal commit of an ext4 on a loop device sent up to 4). The part
+ * records, per connection, what was unflushed there when it was sent; a
+ * success takes that off every connection that is still the same one. A
+ * connection that dies meanwhile has already recorded its unflushed
+ * writes as a loss (pool_conn_dead), so the flush fails (flush_checked):
+ * one flush covers the others' writes only if they are still there. */
 typedef struct {
   NbdPool *pool;
-  unsigned idx;
-  NbdConn *conn;              /* the connection it covers */
-  guint64 writes, bytes;      /* what was unflushed there when sent */
   NbdcParent *parent;
+  unsigned n;
+  struct {
+    NbdConn *conn;            /* the connection it covers */
+    guint64 writes, bytes;    /* what was unflushed there when sent */
+  } covers[];
 } FlushPart;
 
 static void
@@ -276,13 +293,15 @@ flush_part_done (void *opaque, int err)
   FlushPart *f = opaque;
   NbdPool *pool = f->pool;
   g_mutex_lock (&pool->lock);
-  /* Success covers what was acknowledged before it was sent, on this
-   * connection only; on failure it all stays for the next flush. */
-  if (!err && CONN (pool, f->idx) == f->conn) {
-    pool->unflushed_writes[f->idx] -= MIN (f->writes,
-                                           pool->unflushed_writes[f->idx]);
-    pool->unflushed_bytes[f->idx] -= MIN (f->bytes,
-                                          pool->unflushed_bytes[f->idx]);
+  /* Success covers what was acknowledged before it was sent; on failure
+   * it all stays for the next flush. */
+  for (unsigned i = 0; !err && i < f->n; i++) {
+    if (f->covers[i].writes == 0 || CONN (pool, i) != f->covers[i].conn)
+      continue;
+    pool->unflushed_writes[i] -= MIN (f->covers[i].writes,
+                                      pool->unflushed_writes[i]);
+    pool->unflushed_bytes[i] -= MIN (f->covers[i].bytes,
+                                     pool->unflushed_bytes[i]);
   }
   g_mutex_unlock (&pool->lock);
   pool_parent_part_done (f->parent, err);
@@ -318,21 +337,36 @@ pool_flush_since (NbdPool *pool, guint since, NbdcDoneFn done, void *opaque)
   FlushCheck *fc = g_new (FlushCheck, 1);
   *fc = (FlushCheck) { pool, since, done, opaque };
   NbdcParent *p = pool_parent_new (pool, flush_checked, fc);
+  FlushPart *f = g_malloc0 (sizeof *f + pool->n * sizeof f->covers[0]);
+  int first_dirty = -1;
+  g_mutex_lock (&pool->lock);
+  f->pool = pool;
+  f->parent = p;
+  f->n = pool->n;
   for (unsigned i = 0; i < pool->n; i++) {
-    g_mutex_lock (&pool->lock);
-    NbdConn *conn = CONN (pool, i);
-    guint64 writes = pool->unflushed_writes[i];
-    guint64 bytes = pool->unflushed_bytes[i];
-    g_mutex_unlock (&pool->lock);
-    if (writes == 0)
-      continue;
-    FlushPart *f = g_new (FlushPart, 1);
-    *f = (FlushPart) { pool, i, conn, writes, bytes, p };
-    pool_parent_add (p);
-    NbdcCmd cmd = { .type = NBD_CMD_FLUSH, .done = flush_part_done,
-                    .opaque = f };
-    nbdc_conn_submit (conn, &cmd);
+    f->covers[i].conn = CONN (pool, i);
+    f->covers[i].writes = pool->unflushed_writes[i];
+    f->covers[i].bytes = pool->unflushed_bytes[i];
+    if (f->covers[i].writes > 0 && first_dirty < 0)
+      first_dirty = i;
   }
+  g_mutex_unlock (&pool->lock);
+  if (first_dirty < 0) {
+    /* Nothing acknowledged since the last flush: nothing to send (the
+     * check still reports a loss recorded since `since`). */
+    g_free (f);
+    pool_parent_release (p);
+    return;
+  }
+  /* Any live connection will do: the least loaded answers soonest. With
+   * none alive, a dirty one's reconnect (or EIO) decides. */
+  int i = pool_pick (pool);
+  if (i < 0)
+    i = first_dirty;
+  pool_parent_add (p);
+  NbdcCmd cmd = { .type = NBD_CMD_FLUSH, .done = flush_part_done,
+                  .opaque = f };
+  nbdc_conn_submit (CONN (pool, i), &cmd);
   pool_parent_release (p);
 }
 
