@@ -100,8 +100,21 @@ nbdc_handshake_begin (NbdcHandshake *h, int fd, const NbdcOptions *opts,
 
   h->t = nbdc_transport_plain_new (fd);
   if (!nbdc_read_full (h->t, &start, sizeof start, h->deadline,
-                       "reading the server greeting", error))
+                       "reading the server greeting", error)) {
+    /* The connection was accepted (perhaps only by the kernel's listen
+     * backlog) but no greeting came: what a server at its connection
+     * limit looks like (qemu-nbd --shared=N stops accepting, nbd-server
+     * max_connections), so say so rather than leave a bare timeout. */
+    if (error && g_error_matches (*error, NBDFS_ERROR, NBDFS_ERROR_TIMEOUT)) {
+      char *msg = (*error)->message;
+      (*error)->message = g_strconcat (msg, " (the server accepted the "
+                                       "connection but never greeted: it "
+                                       "may be at its connection limit, "
+                                       "e.g. qemu-nbd --shared)", NULL);
+      g_free (msg);
+    }
     goto fail;
+  }
   uint64_t passwd = GUINT64_FROM_BE (start.passwd);
   uint64_t magic = GUINT64_FROM_BE (start.magic);
   if (passwd != NBD_INIT_PASSWD) {
