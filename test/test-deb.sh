@@ -71,7 +71,10 @@ run apt-get install -y -qq --no-install-recommends /tmp/nbdfs.deb
 run nbdfs --version | tee $tmp/version
 run man -w nbdfs | tee $tmp/manpath
 run sh -c 'ls /usr/lib/systemd/system/nbdfs@.service /lib/systemd/system/nbdfs@.service 2>/dev/null' | tee $tmp/unit
-run dpkg -s fuse3 libfuse3-3 libnl-genl-3-200 >/dev/null
+# What apt pulled in: fuse3, and whichever packages hold libfuse3 and
+# libnl-genl-3 on this release (libfuse3-3 on Debian 12, libfuse3-4 on 13).
+run dpkg -s fuse3 >/dev/null
+run dpkg -S 'libfuse3.so.*' 'libnl-genl-3.so.*'
 run apt-get purge -y -qq nbdfs
 if run sh -c 'command -v nbdfs'; then echo 'nbdfs left after purge'; exit 1; fi
 if run man -w nbdfs; then echo 'man page left after purge'; exit 1; fi
