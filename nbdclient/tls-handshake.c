@@ -54,6 +54,10 @@ wait_handshake (TlsPriv *p, gint64 deadline, GError **error)
 
 /* TLS 1.3 finishes the client's handshake before the server has checked
  * our (missing) certificate; its refusal arrives as an alert afterwards.
+ * Under TLS 1.2 a server that only requests a certificate (gnutls
+ * GNUTLS_CERT_REQUEST, as qemu-nbd does) completes the handshake too and
+ * checks afterwards, then closes: so the wait is for either version, or the
+ * refusal surfaces later as the next option's "Broken pipe".
  * After STARTTLS an NBD server speaks only when spoken to, so anything that
  * arrives within a moment is TLS housekeeping (session tickets: accepted)
  * or that alert. Only done when the server asked for a certificate and we
@@ -189,7 +193,6 @@ nbdc_tls_start (int fd, const NbdcTlsConfig *cfg, const char *hostname,
   }
   if (p->kind == AUTH_X509 && !p->have_client_cert
       && gnutls_certificate_client_get_request_status (p->session)
-      && gnutls_protocol_get_version (p->session) == GNUTLS_TLS1_3
       && !await_verdict (p, deadline, error))
     goto fail;
 
