@@ -21,6 +21,9 @@ Scenarios about the client's own conduct:
                      lost); later connections behave (accepted forever)
   weaker-reconnect   first connection: minimum block 512, closes at the
                      first READ; later ones: minimum block 4096
+  close-every-read   every connection closes at its first READ (BLOCK_STATUS
+                     and the rest answered properly), the next is accepted
+                     at once, forever: only the read is poisoned
 
 Every request the client sends is checked against the spec and what was
 negotiated (magic, command and flags advertised, offset + length inside
@@ -59,9 +62,11 @@ SCENARIOS = {
     "bad-context", "hole-zero-length", "error-zero", "bad-type",
     "eof-mid-data", "ok", "close-on-read",
     "early-write-reply", "read-never", "die-at-flush", "weaker-reconnect",
+    "close-every-read",
 }
 # Scenarios that accept one connection after another (forever).
-MULTI = {"close-on-read", "die-at-flush", "weaker-reconnect"}
+MULTI = {"close-on-read", "die-at-flush", "weaker-reconnect",
+         "close-every-read"}
 INFO_EXPORT, INFO_BLOCK_SIZE = 0, 3
 MAX_PAYLOAD = 1 << 20
 CMD_NAMES = {0: "READ", 1: "WRITE", 2: "DISC", 3: "FLUSH", 4: "TRIM",
@@ -304,6 +309,8 @@ def serve(s, scenario, store, conn):
             if typ == CMD_READ and scenario == "weaker-reconnect" \
                     and conn.number == 1:
                 break
+            if typ == CMD_READ and scenario == "close-every-read":
+                break
             if typ == CMD_READ and scenario == "read-never" and not done_bad:
                 done_bad = True
                 conn.in_flight.add(cookie)
@@ -313,7 +320,8 @@ def serve(s, scenario, store, conn):
             bad = (not done_bad and typ in (CMD_READ, CMD_BS)
                    and scenario not in ("ok", "read-never", "die-at-flush",
                                         "weaker-reconnect",
-                                        "early-write-reply")
+                                        "early-write-reply",
+                                        "close-every-read")
                    and not (scenario == "stale-cookie" and prev_cookie is None))
             if not bad:
                 if typ == CMD_READ:
