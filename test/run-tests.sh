@@ -25,7 +25,9 @@
 # or was recorded, detaches loop devices backed by files there, and removes
 # the directory. Anything it had to clean after a test that passed makes the
 # test fail: a test must clean up after itself. If the runner is killed with
-# SIGKILL the state directories stay, and the next run (or --reap) cleans them.
+# SIGKILL the state directories stay, and the next run (or --reap) cleans them:
+# only those whose runner is gone (each names its runner's PID and start
+# time), since several runs may share one $BUILD at the same time.
 set -u
 : "${BUILD:=$(pwd)/build}"
 : "${SRCDIR:=$(pwd)}"
@@ -133,8 +135,16 @@ _reap() {
   local st=$1 n=0 pg kind a b pid round mnt dir line
   [ -d "$st" ] || return 0
   if [ -s "$st/pgid" ]; then
-    pg=$(cat "$st/pgid")
-    if _group_alive "$pg"; then
+    local pgst
+    read -r pg pgst < "$st/pgid"
+    # The kernel does not reuse a PID while a group of that ID exists; but
+    # once the test's group is gone (an old state directory), a new process
+    # -- leader of its own group -- may have its number: its start time
+    # differs from the one recorded, and it is left alone.
+    if [ -n "$pgst" ] && [ -e "/proc/$pg" ] &&
+       [ "$(_starttime "$pg")" != "$pgst" ]; then
+      :
+    elif _group_alive "$pg"; then
       echo "left behind: processes in the test's group: $(pgrep -d' ' -g "$pg")"
       n=$((n + 1))
       _end_group "$pg" 0
@@ -231,9 +241,25 @@ _on_signal() {
 }
 trap _on_signal INT TERM HUP
 
-# An earlier run killed with SIGKILL left state directories: clean them now.
-for st in "$statedir"/*; do
+# _runner_alive ST: the runner that made state directory ST still runs
+# (its PID names the same process: same start time). Another run-tests.sh
+# may share this $BUILD (two make check, a loop in a second terminal): its
+# test in progress is not "left behind" and must not be ended.
+_runner_alive() {
+  local pid stt
+  [ -s "$1/runner" ] || return 1
+  read -r pid stt < "$1/runner" || return 1
+  [ "$pid" != "$$" ] || return 1
+  [ -n "$stt" ] && [ "$(_starttime "$pid")" = "$stt" ]
+}
+
+# An earlier run killed with SIGKILL left state directories: clean them now
+# (only those whose runner is gone).
+for st in "$statedir"/* "$statedir"/.[!.]*; do
   [ -d "$st" ] || continue
+  _runner_alive "$st" && continue
+  # A hidden one without its runner is being made by a run right now.
+  case "${st##*/}" in .*) [ -s "$st/runner" ] || continue ;; esac
   echo "cleaning up after an earlier run's $(basename "$st"):"
   _reap "$st"
 done
@@ -249,14 +275,19 @@ run_script() {
     limit=$TEST_TIMEOUT_MAX
   fi
   start=$(date +%s)
-  st=$(mktemp -d "$statedir/$name.XXXXXX")
+  # Made under a hidden name and renamed once it names its runner, so a
+  # run starting meanwhile never finds it without one.
+  st=$(mktemp -d "$statedir/.$name.XXXXXX")
+  echo "$$ $(_starttime $$)" > "$st/runner"
+  mv "$st" "$statedir/${st##*/.}"
+  st=$statedir/${st##*/.}
   # setsid: the test is its own session and process group, so ending it
   # (kill -- -PGID) reaches everything it started and nothing else. Run
   # as a background job of this non-interactive shell, the child is not a
   # group leader, so setsid(1) does not fork: $! is the group's ID.
   NBDFS_TEST_STATE=$st setsid bash "$script" >"$log" 2>&1 </dev/null &
   tpid=$!
-  echo "$tpid" > "$st/pgid"
+  echo "$tpid $(_starttime "$tpid")" > "$st/pgid"
   cur_pg=$tpid cur_st=$st
   sleep "$limit" &
   timer_pid=$!
