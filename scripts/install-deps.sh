@@ -23,8 +23,9 @@ pkgs=(
   qemu-system-x86 linux-image-amd64 busybox-static cpio
   # benchmark
   fio gnuplot-nox
-  # analysis (make check-asan links clang/gcc sanitizers from gcc itself)
-  valgrind
+  # analysis (make check-asan links clang/gcc sanitizers from gcc itself);
+  # gdb: a test whose nbdfs does not exit prints its threads' backtraces
+  valgrind gdb
   # make install checks (man page lint, unit verify), the .deb and its
   # test, the boot test (build-deb.sh, lintian, fresh debootstrap trees)
   mandoc groff-base man-db systemd dpkg-dev debhelper lintian debootstrap

@@ -120,6 +120,28 @@ detach_loop() {
   return 0
 }
 
+# dump_stacks PID: print every thread's backtrace of PID (gdb, when
+# installed) and each thread's kernel wait channel to stderr, i.e. the
+# test log. For a process that failed to exit: the log then says where it
+# hangs, even from a one-in-twenty CI run.
+dump_stacks() {
+  local - pid=$1 t
+  set +x
+  [ -d "/proc/$pid" ] || return 0
+  echo "---- threads of process $pid (name: wait channel) ----" >&2
+  for t in /proc/"$pid"/task/*; do
+    echo "  ${t##*/} $(cat "$t/comm" 2>/dev/null): $(cat "$t/wchan" 2>/dev/null)" >&2
+  done
+  if command -v gdb >/dev/null; then
+    timeout 60 gdb -p "$pid" -batch -nx -ex 'set pagination off' \
+      -ex 'thread apply all bt' </dev/null >&2 2>&1 || true
+  else
+    echo "(gdb is not installed: no backtraces)" >&2
+  fi
+  echo "---- end of threads of process $pid ----" >&2
+  return 0
+}
+
 # kill_pid PID: TERM, wait up to 10 s, then KILL (and fail: a process that
 # does not die on TERM is a bug worth seeing). Does nothing when PID, once
 # tracked, now names another process (or none).
@@ -137,6 +159,7 @@ kill_pid() {
     [ "$(_pstate "$pid")" = Z ] && return 0
     sleep 0.1
   done
+  dump_stacks "$pid"
   kill -9 "$pid" 2>/dev/null
   echo "FAIL: process $pid did not exit on SIGTERM" >&2
   return 1

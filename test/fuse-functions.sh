@@ -42,6 +42,25 @@ _cleanup_nbdfs() {
   return 0
 }
 
+# _mount_holders MNT: prints, one line per mount namespace, a process whose
+# namespace still has MNT mounted. Unmounted here, a FUSE mount copied into
+# another namespace (unshare -m --propagation private) stays alive there,
+# and its nbdfs never learns of the unmount (test/private-mounts.sh).
+_mount_holders() {
+  local - f pid ns seen=" "
+  set +x                      # one trace line per process is noise
+  for f in /proc/[0-9]*/mountinfo; do
+    grep -qF " $1 " "$f" 2>/dev/null || continue
+    pid=${f#/proc/}; pid=${pid%/mountinfo}
+    ns=$(readlink "/proc/$pid/ns/mnt" 2>/dev/null) || continue
+    case "$seen" in *" $ns "*) continue ;; esac
+    seen="$seen$ns "
+    echo "$1 is still mounted in $ns, e.g. for process $pid:" \
+      "$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | head -c 200)" >&2
+  done
+  return 0
+}
+
 # stop_nbdfs MNT [HOW [STAMP]]: unmount with fusermount3 -u (HOW=umount,
 # default) or SIGTERM (HOW=term); asserts that nbdfs exits 0 within 20 s and
 # the mount is gone. With STAMP, the wall-clock time (date +%s.%N) right
@@ -58,7 +77,11 @@ stop_nbdfs() {
     kill -0 "$nbdfs_pid" 2>/dev/null || break
     sleep 0.1
   done
-  kill -0 "$nbdfs_pid" 2>/dev/null && fail "nbdfs did not exit after $how"
+  if kill -0 "$nbdfs_pid" 2>/dev/null; then
+    dump_stacks "$nbdfs_pid"
+    _mount_holders "$mnt"
+    fail "nbdfs did not exit within 20 s after $how"
+  fi
   wait "$nbdfs_pid" || rc=$?
   [ "$rc" -eq 0 ] || fail "nbdfs exited with status $rc after $how"
   ! mountpoint -q "$mnt" || fail "$mnt still mounted after $how"

@@ -59,7 +59,10 @@ wait_exit_within() {
     kill -0 "$2" 2>/dev/null || break
     sleep 0.1
   done
-  kill -0 "$2" 2>/dev/null && fail "process $2 still running after $1 s"
+  if kill -0 "$2" 2>/dev/null; then
+    dump_stacks "$2"
+    fail "process $2 still running after $1 s"
+  fi
   rc=0
   wait "$2" || rc=$?
 }
