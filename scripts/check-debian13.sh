@@ -215,7 +215,8 @@ EOF
   # start their own servers.
   printf '#!/bin/sh\nexit 101\n' > "$new/usr/sbin/policy-rc.d"
   chmod 0755 "$new/usr/sbin/policy-rc.d"
-  unshare --mount --propagation private \
+  # (test/private-mounts.sh: the namespace must not pin other FUSE mounts.)
+  bash "$src/test/private-mounts.sh" \
     bash "$src/scripts/check-debian13.sh" __install-into "$new"
   t2=$(date +%s)
   log "install-deps: $((t2 - t1)) s"
@@ -243,5 +244,5 @@ if ! tree_fresh; then
 else
   log "tree $root is up to date (stamp $(stamp_want))"
 fi
-exec unshare --mount --propagation private \
+exec bash "$src/test/private-mounts.sh" \
   bash "$src/scripts/check-debian13.sh" "$mode" "$@"

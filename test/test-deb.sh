@@ -79,7 +79,7 @@ run apt-get purge -y -qq nbdfs
 if run sh -c 'command -v nbdfs'; then echo 'nbdfs left after purge'; exit 1; fi
 if run man -w nbdfs; then echo 'man page left after purge'; exit 1; fi
 INSIDE
-unshare -m --propagation private bash "$tmp/inside.sh"
+bash "$SRCDIR/test/private-mounts.sh" bash "$tmp/inside.sh"
 grep -q "^nbdfs $version" "$tmp/version" || fail "nbdfs --version in the chroot"
 grep -q '/usr/share/man/man1/nbdfs.1.gz$' "$tmp/manpath" || fail "man -w nbdfs"
 grep -q 'nbdfs@.service' "$tmp/unit" || fail "the unit is not installed"

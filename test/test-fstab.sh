@@ -96,7 +96,7 @@ cat "$tmp/bad"
 grep -q 'nbdfs: .*connections' "$tmp/bad"
 if mountpoint -q "$mnt"; then echo "FAIL: mounted anyway"; exit 1; fi
 INNER
-unshare -m --propagation private bash "$tmp/inner.sh" "$tmp"
+bash "$SRCDIR/test/private-mounts.sh" bash "$tmp/inner.sh" "$tmp"
 
 # The data is on the server.
 cmp <(dd if="$tmp/backing" bs=64k skip=4 count=16 status=none) "$tmp/data" ||
