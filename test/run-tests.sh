@@ -250,7 +250,10 @@ _runner_alive() {
   [ -s "$1/runner" ] || return 1
   read -r pid stt < "$1/runner" || return 1
   [ "$pid" != "$$" ] || return 1
-  [ -n "$stt" ] && [ "$(_starttime "$pid")" = "$stt" ]
+  [ -n "$stt" ] && [ "$(_starttime "$pid")" = "$stt" ] || return 1
+  # A runner killed but not yet waited for is a zombie: gone.
+  local s; s=$(cat "/proc/$pid/stat" 2>/dev/null); s=${s##*) }
+  [ "${s%% *}" != Z ]
 }
 
 # An earlier run killed with SIGKILL left state directories: clean them now
