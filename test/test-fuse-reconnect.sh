@@ -61,6 +61,7 @@ wait_exit_within() {
   done
   if kill -0 "$2" 2>/dev/null; then
     dump_stacks "$2"
+    [ "$2" != "$nbdfs_pid" ] || _mount_holders "$mnt"
     fail "process $2 still running after $1 s"
   fi
   rc=0
