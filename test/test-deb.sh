@@ -12,6 +12,8 @@
 # private mount namespace, and throws the overlay away. A run with the
 # tree cached takes 1.5-2.5 min; building the tree adds 3-5 min.
 # timeout: 720
+# asan: skip (it packages and installs a plain build of its own; an ASan
+# run would spend minutes re-testing packaging, not nbdfs)
 source "$SRCDIR/test/functions.sh"
 requires_root
 requires command -v dpkg-buildpackage
