@@ -40,7 +40,7 @@ typedef struct {
   NbdcExtentFn extent;        /* BLOCK_STATUS only */
   NbdcDoneFn done;            /* exactly once, 0 or errno */
   void *opaque;
-  unsigned retries;           /* times salvaged so far (pool.c bounds it) */
+  unsigned retries;           /* times salvaged so far (pool-reconnect.c bounds it) */
 } NbdcCmd;
 
 /* Called (outside any lock, possibly on the reader thread) for each

@@ -1,9 +1,12 @@
-/* nbdfs — what pool.c and blocksize.c share (not a public API).
+/* nbdfs — what the pool's files share (not a public API).
  *
- * pool.c owns the connections: opening, spreading commands over them,
- * flush bookkeeping, close. blocksize.c turns any offset/length into
- * commands the server accepts (nbd-proto.md "Size constraints") and sends
- * them with pool_send_cmd().
+ * pool.c opens and closes the connections; pool-send.c spreads commands
+ * over them; pool-request.c joins the parts of one request;
+ * pool-flush.c keeps the flush bookkeeping (what a flush covers, what a
+ * lost connection put at risk); pool-sync.c has the synchronous
+ * wrappers; pool-reconnect.c brings lost connections back. blocksize.c
+ * turns any offset/length into commands the server accepts (nbd-proto.md
+ * "Size constraints") and sends them with pool_send_cmd().
  */
 #ifndef NBDCLIENT_POOL_INTERNAL_H
 #define NBDCLIENT_POOL_INTERNAL_H
@@ -31,12 +34,12 @@ struct NbdPool {
   GMutex lock;
   GCond cond;
   /* Per connection slot: writes acknowledged on the connection now in
-   * the slot and not yet covered by a successful flush on it (pool.c
+   * the slot and not yet covered by a successful flush on it (pool-flush.c
    * "Durability"). */
   guint64 *unflushed_writes;
   guint64 *unflushed_bytes;
-  /* The export's writeback error sequence (errseq_t model, pool.c
-   * "Durability"): counter << 1 | WB_SEEN. Written under lock, read with
+  /* The export's writeback error sequence (errseq_t model,
+   * pool-flush.c "Durability"): counter << 1 | WB_SEEN. Written under lock, read with
    * g_atomic_int_get. */
   gint wb_err;
   unsigned rr;                /* round-robin tie breaker */
@@ -89,5 +92,63 @@ void pool_parent_add (NbdcParent *p);
 void pool_parent_part_done (void *opaque, int err);  /* an NbdcDoneFn */
 /* Drops the builder's reference (after the last part was submitted). */
 void pool_parent_release (NbdcParent *p);
+
+/* The connection now in slot i (a reconnect may swap it any time). */
+#define CONN(pool, i) ((NbdConn *) g_atomic_pointer_get (&(pool)->conns[i]))
+
+/* wb_err's low bit: someone was told of the latest loss. */
+#define WB_SEEN 1u
+
+/* A write on its way: pool_write_tracked counts it, once acknowledged,
+ * against the connection that acknowledged it (pool-flush.c). */
+typedef struct {
+  NbdPool *pool;
+  unsigned idx;               /* the slot and connection it was last */
+  NbdConn *conn;              /* submitted on (pool_resubmit updates) */
+  uint32_t count;
+  NbdcDoneFn done;
+  void *opaque;
+} WriteTrack;
+
+/* One synchronous request: SYNC_INIT, submit with pool_sync_done, then
+ * pool_sync_wait for its result (0 or errno). */
+typedef struct {
+  GMutex lock;
+  GCond cond;
+  gboolean done;
+  int err;
+} SyncWait;
+
+#define SYNC_INIT(w) do { g_mutex_init (&(w).lock); g_cond_init (&(w).cond); \
+                          (w).done = FALSE; (w).err = 0; } while (0)
+
+/* pool-flush.c */
+guint pool_wb_counter (NbdPool *pool);
+void pool_record_loss_locked (NbdPool *pool, const char *conn_name,
+                              guint64 writes, guint64 bytes, const char *why);
+void pool_flush_since (NbdPool *pool, guint since, NbdcDoneFn done,
+                       void *opaque);
+
+/* pool-send.c */
+void pool_write_tracked (void *opaque, int err);
+int pool_pick (NbdPool *pool);
+
+/* pool-sync.c */
+void pool_sync_done (void *opaque, int err);
+int pool_sync_wait (SyncWait *w);
+
+/* pool-reconnect.c */
+char *pool_weaker (NbdPool *pool, const NbdExport *e);
+void pool_resubmit (NbdPool *pool, const NbdcCmd *cmd);
+/* Parks a command while a reconnect is under way; FALSE if none is. */
+gboolean pool_park (NbdPool *pool, const NbdcCmd *cmd, gboolean fresh);
+void pool_salvage (void *opaque, NbdConn *conn, const NbdcCmd *cmd);
+/* No live connection and no reconnect under way: maybe try once more. */
+void pool_probe (NbdPool *pool);
+void pool_conn_dead (void *opaque, NbdConn *conn);
+
+/* pool.c */
+NbdConn *pool_conn_new (NbdPool *pool, NbdTransport *t, const NbdExport *exp,
+                        unsigned i);
 
 #endif

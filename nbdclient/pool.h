@@ -71,7 +71,7 @@ void nbdc_pool_pwrite (NbdPool *pool, const void *buf, size_t count,
  * EIO if a connection lost acknowledged, unflushed writes meanwhile. */
 void nbdc_pool_flush (NbdPool *pool, NbdcDoneFn done, void *opaque);
 
-/* Writeback errors (pool.c "Durability", modelled on the kernel's
+/* Writeback errors (pool-flush.c "Durability", modelled on the kernel's
  * errseq_t): when a connection dies holding acknowledged writes no flush
  * has covered, the export's error sequence moves on. An open file samples
  * it (nbdc_pool_wb_err_sample) and, after each flush, asks
@@ -122,7 +122,7 @@ void nbdc_pool_abort (NbdPool *pool, const char *reason);
  * last flush, sends NBD_CMD_DISC on every connection, joins the readers and
  * frees. Returns 0 or the errno of that final flush; EIO also if a
  * connection lost acknowledged, unflushed writes and no
- * nbdc_pool_wb_err_check reported it (pool.c "Durability"). */
+ * nbdc_pool_wb_err_check reported it (pool-flush.c "Durability"). */
 int nbdc_pool_close (NbdPool *pool);
 /* The same, but if the waiting and the flush are not done by `deadline`
  * (g_get_monotonic_time microseconds; 0 = no limit), aborts (see above):
