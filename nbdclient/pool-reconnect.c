@@ -126,6 +126,61 @@ pool_salvage (void *opaque, NbdConn *conn, const NbdcCmd *cmd)
     pool_resubmit (pool, &c);
 }
 
+/* What one attempt to re-open a connection came to. */
+typedef enum {
+  REOPEN_DONE,                /* the new connection is in the slot */
+  REOPEN_FAILED,              /* none opened (*error says why) */
+  REOPEN_REFUSED,             /* the same export, but weaker than the
+                                 pool's (*error): maybe a server still
+                                 starting up, or one behind a balancer */
+  REOPEN_CHANGED,             /* the export changed size or flags */
+  REOPEN_NOT_TAKEN,           /* the slot was no longer ours to fill */
+} Reopen;
+
+/* The one way a lost connection comes back (the reconnect thread and the
+ * prober): opens and negotiates a new one for slot i, with a short
+ * handshake (a server on its way down may still accept connections
+ * without ever answering), checks it against the pool (pool_weaker), and
+ * under pool->lock swaps it in and retires the dead one, unless the pool
+ * was aborted meanwhile, or, for the prober (probe), it is closing, a
+ * reconnect started (that owns the slot) or the slot is alive again. */
+static Reopen
+pool_reopen (NbdPool *pool, unsigned i, gboolean probe, GError **error)
+{
+  NbdcOptions ropts = pool->opts;
+  if (ropts.handshake_timeout == 0 || ropts.handshake_timeout > 5)
+    ropts.handshake_timeout = 5;
+  NbdExport e = { 0 };
+  NbdTransport *t = nbdc_open (&ropts, &e, error);
+  if (!t)
+    return REOPEN_FAILED;
+  g_autofree char *weaker = pool_weaker (pool, &e);
+  if (weaker) {
+    Reopen r = e.size == pool->exp.size && e.eflags == pool->exp.eflags
+      ? REOPEN_REFUSED : REOPEN_CHANGED;
+    g_set_error_literal (error, NBDFS_ERROR, NBDFS_ERROR_PROTOCOL, weaker);
+    nbdc_transport_free (t);
+    nbdc_export_clear (&e);
+    return r;
+  }
+  NbdConn *c = pool_conn_new (pool, t, &e, i);
+  nbdc_export_clear (&e);
+  g_mutex_lock (&pool->lock);
+  gboolean take = !pool->aborted
+    && (!probe || (!pool->closing && pool->reconnecting == 0
+                   && !nbdc_conn_is_alive (CONN (pool, i))));
+  if (take) {
+    g_ptr_array_add (pool->retired, CONN (pool, i));
+    g_atomic_pointer_set (&pool->conns[i], c);
+  }
+  g_mutex_unlock (&pool->lock);
+  if (!take) {
+    nbdc_conn_free (c);
+    return REOPEN_NOT_TAKEN;
+  }
+  return REOPEN_DONE;
+}
+
 typedef struct {
   NbdPool *pool;
   unsigned idx;
@@ -148,11 +203,6 @@ pool_reconnect_thread (gpointer data)
 
   g_warning ("connection %u lost; reconnecting for up to %u s", i + 1,
              pool->cfg.reconnect);
-  /* A server on its way down may still accept connections without ever
-   * answering: keep each attempt short. */
-  NbdcOptions ropts = pool->opts;
-  if (ropts.handshake_timeout == 0 || ropts.handshake_timeout > 5)
-    ropts.handshake_timeout = 5;
   for (;;) {
     g_mutex_lock (&pool->lock);
     gboolean closing = pool->closing;
@@ -161,50 +211,28 @@ pool_reconnect_thread (gpointer data)
     g_mutex_unlock (&pool->lock);
     if (closing || (attempts > 0 && g_get_monotonic_time () >= deadline))
       break;
-    NbdExport e = { 0 };
     GError *error = NULL;
     attempts++;
-    NbdTransport *t = nbdc_open (&ropts, &e, &error);
-    g_autofree char *weaker = t ? pool_weaker (pool, &e) : NULL;
-    if (weaker && e.size == pool->exp.size && e.eflags == pool->exp.eflags) {
-      /* Maybe a server still starting up, or one behind a balancer:
-       * a failed attempt; the next may find the right one. */
-      g_warning ("connection %u: reconnect attempt %u refused: %s", i + 1,
-                 attempts, weaker);
-      nbdc_transport_free (t);
-      nbdc_export_clear (&e);
-      t = NULL;
-      g_set_error (&error, NBDFS_ERROR, NBDFS_ERROR_PROTOCOL, "%s", weaker);
-    }
-    else if (weaker) {
-      g_warning ("connection %u: %s while we were away; giving up", i + 1,
-                 weaker);
-      nbdc_transport_free (t);
-      nbdc_export_clear (&e);
-      break;
-    }
-    if (t) {
-      NbdConn *c = pool_conn_new (pool, t, &e, i);
-      nbdc_export_clear (&e);
-      g_mutex_lock (&pool->lock);
-      gboolean aborted = pool->aborted;
-      if (!aborted) {
-        g_ptr_array_add (pool->retired, CONN (pool, i));
-        g_atomic_pointer_set (&pool->conns[i], c);
-      }
-      g_mutex_unlock (&pool->lock);
-      if (aborted) {
-        nbdc_conn_free (c);
-        break;
-      }
+    Reopen how = pool_reopen (pool, i, FALSE, &error);
+    if (how == REOPEN_DONE) {
       g_message ("connection %u re-established after %.1f s (%u attempts)",
                  i + 1, (g_get_monotonic_time () - start) / 1e6, attempts);
       ok = TRUE;
       break;
     }
-    /* A server that came back without TLS (or a man in the middle) is
-     * worth a warning, not a debug line: we will not use it. */
-    if (g_error_matches (error, NBDFS_ERROR, NBDFS_ERROR_TLS_REQUIRED))
+    if (how == REOPEN_NOT_TAKEN)
+      break;                  /* aborted */
+    if (how == REOPEN_CHANGED) {
+      g_warning ("connection %u: %s while we were away; giving up", i + 1,
+                 error->message);
+      g_error_free (error);
+      break;
+    }
+    /* A weaker server (the next attempt may find the right one), or one
+     * that came back without TLS (or a man in the middle), is worth a
+     * warning, not a debug line: we will not use it. */
+    if (how == REOPEN_REFUSED
+        || g_error_matches (error, NBDFS_ERROR, NBDFS_ERROR_TLS_REQUIRED))
       g_warning ("connection %u: reconnect attempt %u refused: %s", i + 1,
                  attempts, error->message);
     else
@@ -262,9 +290,6 @@ static gpointer
 pool_probe_thread (gpointer data)
 {
   NbdPool *pool = data;
-  NbdcOptions ropts = pool->opts;
-  if (ropts.handshake_timeout == 0 || ropts.handshake_timeout > 5)
-    ropts.handshake_timeout = 5;
   for (unsigned i = 0; i < pool->n; i++) {
     g_mutex_lock (&pool->lock);
     gboolean stop = pool->closing || pool->cut_at || pool->reconnecting > 0;
@@ -273,37 +298,16 @@ pool_probe_thread (gpointer data)
       break;
     if (nbdc_conn_is_alive (CONN (pool, i)))
       continue;
-    NbdExport e = { 0 };
     GError *error = NULL;
-    NbdTransport *t = nbdc_open (&ropts, &e, &error);
-    if (!t) {
+    Reopen r = pool_reopen (pool, i, TRUE, &error);
+    if (r == REOPEN_FAILED)
       g_debug ("connection %u: probe: %s", i + 1, error->message);
-      g_error_free (error);
+    else if (r != REOPEN_DONE && error)
+      g_warning ("connection %u: not re-established: %s", i + 1,
+                 error->message);
+    g_clear_error (&error);
+    if (r != REOPEN_DONE)
       break;
-    }
-    g_autofree char *weaker = pool_weaker (pool, &e);
-    if (weaker) {
-      g_warning ("connection %u: not re-established: %s", i + 1, weaker);
-      nbdc_transport_free (t);
-      nbdc_export_clear (&e);
-      break;
-    }
-    NbdConn *c = pool_conn_new (pool, t, &e, i);
-    nbdc_export_clear (&e);
-    /* Only a slot nobody else is re-opening (a reconnect that started
-     * meanwhile owns its slot). */
-    g_mutex_lock (&pool->lock);
-    gboolean take = !pool->closing && !pool->aborted
-      && pool->reconnecting == 0 && !nbdc_conn_is_alive (CONN (pool, i));
-    if (take) {
-      g_ptr_array_add (pool->retired, CONN (pool, i));
-      g_atomic_pointer_set (&pool->conns[i], c);
-    }
-    g_mutex_unlock (&pool->lock);
-    if (!take) {
-      nbdc_conn_free (c);
-      break;
-    }
     g_message ("connection %u re-established: the server is back", i + 1);
   }
   g_mutex_lock (&pool->lock);
