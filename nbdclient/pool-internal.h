@@ -14,6 +14,10 @@
 #include "nbdclient/conn.h"
 #include "nbdclient/pool.h"
 
+/* Which lock guards what: the fields above `lock` are set by
+ * nbdc_pool_open before any other thread can see the pool and only read
+ * afterwards, unless their comment says otherwise; the fields below it
+ * are guarded by it, unless their comment says otherwise. */
 struct NbdPool {
   NbdExport exp;              /* first connection's, as negotiated */
   uint64_t size;              /* what we address: exp.size rounded down to
@@ -27,28 +31,29 @@ struct NbdPool {
   gint big_effect_refused;    /* atomic: the server refused an effect
                                  length over 1 GiB (blocksize.c) */
   uint32_t max_payload;       /* multiple of min_block, <= 32 MiB */
-  unsigned n;
-  NbdConn **conns;            /* read with g_atomic_pointer_get: a
-                                 reconnect swaps in a new one */
+  unsigned n;                 /* slots in conns (grows during open only) */
+  NbdConn **conns;            /* slots swapped under lock (reconnect),
+                                 read with g_atomic_pointer_get (CONN) */
 
   GMutex lock;
-  GCond cond;
-  /* Per connection slot: writes acknowledged on the connection now in
-   * the slot and not yet covered by a successful flush on it (pool-flush.c
-   * "Durability"). */
+  GCond cond;                 /* with lock: outstanding fell to 0 */
+  /* Per connection slot (lock): writes acknowledged on the connection
+   * now in the slot and not yet covered by a successful flush
+   * (pool-flush.c "Durability"). */
   guint64 *unflushed_writes;
   guint64 *unflushed_bytes;
-  /* The export's writeback error sequence (errseq_t model,
-   * pool-flush.c "Durability"): counter << 1 | WB_SEEN. Written under lock, read with
+  /* The export's writeback error sequence (errseq_t model, pool-flush.c
+   * "Durability"): counter << 1 | WB_SEEN. Written under lock, read with
    * g_atomic_int_get. */
   gint wb_err;
-  unsigned rr;                /* round-robin tie breaker */
-  unsigned outstanding;       /* pool-level requests not yet done */
-  GQueue ranges;              /* blocksize.c's range lock: RangeLock*
-                                 holders and waiters, in arrival order */
+  unsigned rr;                /* lock: round-robin tie breaker */
+  unsigned outstanding;       /* lock: pool-level requests not yet done */
+  GQueue ranges;              /* lock: blocksize.c's range lock, RangeLock*
+                                 holders and waiters in arrival order */
 
-  /* Reconnect (cfg.reconnect > 0). */
-  GCond recond;               /* wakes backoff sleeps when closing */
+  /* Reconnect (cfg.reconnect > 0); all under lock. */
+  GCond recond;               /* with lock: wakes backoff sleeps when
+                                 closing or cut_at moves */
   gboolean closing;
   gboolean aborted;           /* nbdc_pool_abort: no more reconnects,
                                  no parking, connections killed */
@@ -56,12 +61,13 @@ struct NbdPool {
                                  (nbdc_pool_limit_reconnect); 0 = none */
   unsigned reconnecting;      /* reconnect threads at work */
   GQueue parked;              /* NbdcCmd* salvaged while reconnecting */
-  GThread **rethreads;        /* per connection index */
+  GThread **rethreads;        /* per connection index (joined without the
+                                 lock once closing is set) */
   GPtrArray *retired;         /* dead connections replaced (freed at close) */
   /* After a reconnect gave up: a request that fails for want of a
    * connection starts one quick attempt (at most one a second, one at a
    * time), so the mount comes back when the server does. */
-  GThread *prober;
+  GThread *prober;            /* (joined without the lock once closing) */
   gboolean probing;
   gint64 probe_after;         /* monotonic us */
 };
