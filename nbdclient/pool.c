@@ -14,12 +14,6 @@
 #include "nbdclient/pool-internal.h"
 #include "nbdclient/protocol.h"
 
-const NbdExport *
-nbdc_pool_export (NbdPool *pool)
-{
-  return &pool->exp;
-}
-
 unsigned
 nbdc_pool_connections (NbdPool *pool)
 {

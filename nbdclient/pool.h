@@ -54,7 +54,6 @@ typedef struct {
  * the last whole block); every request below is checked against it. */
 NbdPool *nbdc_pool_open (const NbdcOptions *opts, const NbdcPoolConfig *cfg,
                          NbdExport *exp, GError **error);
-const NbdExport *nbdc_pool_export (NbdPool *pool);
 unsigned nbdc_pool_connections (NbdPool *pool);   /* how many are alive */
 
 /* Request flags accepted below are NBD_CMD_FLAG_* from protocol.h.
