@@ -57,30 +57,38 @@ typedef struct {
   uint64_t start, end;
 } Range;
 
+/* One request. cmd and slot are set (under NbdConn.lock) before the
+ * request is in the table, then only read; what its replies say is the
+ * reader's alone (the reader is the only thread that parses them); the
+ * hand-over between sender and reader is under NbdConn.lock. */
 typedef struct {
   NbdcCmd cmd;
   uint32_t slot;
-  int err;                    /* first error chunk's errno */
-  GArray *covered;            /* READ: sorted, merged Ranges */
-  uint64_t covered_bytes;
-  unsigned chunks;
-  gboolean got_status;
-  gboolean sending;           /* the sender is still writing it */
-  gboolean finished;          /* replied to or died while sending: the
-                                 sender completes it */
-  gint64 sent_at;             /* monotonic us when it took its slot */
-  GList age_link;             /* in NbdConn.aged while in the table */
-  int final_err;
-  gboolean final_salvage;
+  int err;                    /* reader: first error chunk's errno */
+  GArray *covered;            /* reader: READ: sorted, merged Ranges */
+  uint64_t covered_bytes;     /* reader */
+  unsigned chunks;            /* reader */
+  gboolean got_status;        /* reader */
+  gboolean sending;           /* lock: the sender is still writing it */
+  gboolean finished;          /* lock: replied to or died while sending:
+                                 the sender completes it */
+  gint64 sent_at;             /* lock: monotonic us when it took its slot */
+  GList age_link;             /* lock: in NbdConn.aged while in the table */
+  int final_err;              /* lock: with finished */
+  gboolean final_salvage;     /* lock: with finished */
 } NbdcReq;
 
-typedef struct {
+typedef struct {               /* NbdConn.slots[]: all under NbdConn.lock */
   NbdcReq *req;               /* NULL = free */
   uint32_t gen;
 } Slot;
 
+/* The fields above `lock` are set by nbdc_conn_new and only read
+ * afterwards; those below it are guarded by it unless their comment says
+ * otherwise. */
 struct NbdConn {
-  NbdTransport *t;
+  NbdTransport *t;            /* receiving: the reader only; sending:
+                                 under send_lock; shutdown: any thread */
   char *name;
   gboolean structured;
   gboolean extended;          /* 32-byte headers both ways */
@@ -123,8 +131,8 @@ struct NbdConn {
   gboolean send_disc;         /* sender: send NBD_CMD_DISC, then shut down */
   gboolean eshutdown;         /* the server replied NBD_ESHUTDOWN */
 
-  GThread *reader;
-  GThread *sender;
+  GThread *reader;            /* set by nbdc_conn_new, joined by free */
+  GThread *sender;            /* set by nbdc_conn_new, joined by free */
   uint8_t *rbuf;              /* reader only: bytes received, not parsed */
   size_t rpos, rlen;          /* unparsed bytes are rbuf[rpos, rlen) */
   GMutex send_lock;           /* held across one request's sendv; taken
