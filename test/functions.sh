@@ -311,3 +311,15 @@ check_nbdkit_requests() {
   echo "$n requests checked, $bad bad"
   [ "$n" -gt 0 ] && [ "$bad" = 0 ]
 }
+
+# check_flushed_after_writes LOG: in the log of nbdkit's log filter, a
+# Flush request follows the reply to the last Write of any connection.
+# Under CAN_MULTI_CONN one flush covers the writes answered on every
+# connection (nbdclient/pool-flush.c), and the spec ("Ordering of
+# messages and writes") lets it go only once the writes it covers were
+# answered. Fails when the log holds no Write.
+check_flushed_after_writes() {
+  awk '$4 == "Write" || $4 == "...Write" { w = NR }
+       $4 == "Flush" && w && NR > w { ok = 1 }
+       END { exit !(w && ok) }' "$1"
+}

@@ -107,11 +107,7 @@ cat "$log" | cut -c1-160 | head -60
 # after umount: a Flush after the last Write, and a Disconnect on both.
 conns=$(grep -o 'connection=[0-9]*' "$log" | sort -u | wc -l)
 [ "$conns" -ge 2 ] || fail "connections=2 did not open 2 connections"
-# Under CAN_MULTI_CONN one flush on any connection covers the writes of
-# all (nbdclient/pool.c), so: a Flush after the last Write of any.
-awk '$4 == "Write" { w = NR } $4 == "Flush" && NR > w { ok = 1 }
-     END { exit !(w && ok) }' "$log" ||
-  fail "no flush after the last write"
+check_flushed_after_writes "$log" || fail "no flush after the last write"
 [ "$(grep -c ' Disconnect ' "$log")" -ge 3 ] ||
   fail "expected a Disconnect per connection (2 + 1)"
 # The read-only mount wrote nothing: no Write after the first mount's end.
