@@ -302,6 +302,57 @@ t_persist() {
   [ "$(md5 "$tmp/disk.img" $((24 * MiB)))" = "$(md5 "$tmp/data")" ]
 }
 
+# --persist -f: the server comes back read-only (same file, same size,
+# NBD_FLAG_READ_ONLY now set): the supervisor must refuse it, keep the
+# device attached with its connection dead (not reconfigured: no
+# "reconnected"), say why in the log, and keep trying; the read-write
+# server back, it reconnects and the data reads back.
+t_persist_flags() {
+  random_file "$tmp/data" 4
+  truncate -s $((16 * MiB)) "$tmp/disk.img"
+  dd if="$tmp/data" of="$tmp/disk.img" bs=$MiB conv=notrunc 2>/dev/null
+  nbdkit -U "$tmp/sock" -P "$tmp/k1.pid" file "$tmp/disk.img"
+  wait_for test -s "$tmp/k1.pid"
+  k1=$(cat "$tmp/k1.pid")
+  cleanup_fn kill_pid "$k1"
+  "$NBDFS" --kernel --persist -f --timeout 5 -C 1 --pidfile "$tmp/nbdfs.pid" \
+    "$tmp/sock" /dev/nbd0 > "$tmp/persist.out" 2> "$tmp/persist.log" &
+  sup=$!
+  cleanup_fn kill_pid "$sup"
+  cleanup_fn detach /dev/nbd0
+  wait_for test -s "$tmp/nbdfs.pid"
+  [ "$(cat /sys/block/nbd0/ro)" = 0 ]
+
+  kill -9 "$k1"
+  rm -f "$tmp/sock"
+  nbdkit -r -U "$tmp/sock" -P "$tmp/ro.pid" file "$tmp/disk.img"
+  wait_for test -s "$tmp/ro.pid"
+  ro=$(cat "$tmp/ro.pid")
+  cleanup_fn kill_pid "$ro"
+  WAIT_SECS=60 wait_for grep -q "flags changed" "$tmp/persist.log" ||
+    fail "no refusal of the read-only server in the log"
+  cat "$tmp/persist.log"
+  grep -q "/dev/nbd0: reconnecting: the export's flags changed from 0x[0-9a-f]* (.*) to 0x[0-9a-f]* (.*read-only.*): refusing to put a different export under the device (retrying)" \
+    "$tmp/persist.log" || fail "the refusal does not say the flags changed to read-only"
+  ! grep -q "reconnected" "$tmp/persist.log" ||
+    fail "the device was reconfigured with the read-only server"
+  kill -0 "$sup" || fail "the supervisor gave up"
+  test -e /sys/block/nbd0/pid || fail "the device was detached"
+  [ "$(cat /sys/block/nbd0/ro)" = 0 ] || fail "the device turned read-only"
+
+  kill -9 "$ro"
+  rm -f "$tmp/sock"
+  nbdkit -U "$tmp/sock" -P "$tmp/k2.pid" file "$tmp/disk.img"
+  wait_for test -s "$tmp/k2.pid"
+  cleanup_fn kill_pid "$(cat "$tmp/k2.pid")"
+  WAIT_SECS=60 wait_for grep -q "/dev/nbd0: reconnected" "$tmp/persist.log" ||
+    fail "no reconnect once the read-write server was back"
+  dd if=/dev/nbd0 of="$tmp/back" bs=$MiB count=4 iflag=direct
+  [ "$(md5 "$tmp/data")" = "$(md5 "$tmp/back")" ]
+  "$NBDFS" --disconnect /dev/nbd0
+  test ! -e /sys/block/nbd0/pid
+}
+
 # --persist without -f: a daemon, which --disconnect stops.
 t_persist_daemon() {
   start_nbdkit "$tmp/sock" memory 8M
@@ -458,6 +509,7 @@ vm_run block-size t_block_size 60
 vm_run nbd-server t_nbd_server 60
 vm_run server-gone t_server_gone 90
 vm_run persist t_persist 180
+vm_run persist-flags t_persist_flags 120
 vm_run persist-daemon t_persist_daemon 60
 vm_run disconnect-timeout t_disconnect_timeout 90
 vm_run notify t_notify 60
