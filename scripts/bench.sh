@@ -132,8 +132,10 @@ nbdkit memory --version >/dev/null 2>&1 || die "nbdkit has no memory plugin"
 [ -x "$NBDFS" ] || echo "bench: $NBDFS not found: the nbdfs column will be n/a" >&2
 
 # --- bookkeeping and cleanup (by PID, never by name) --------------------
-tmp=$(mktemp -d /tmp/nbdfs-bench.XXXXXX)
-shm=$(mktemp -d /dev/shm/nbdfs-bench.XXXXXX)
+# BENCH_TMPDIR / BENCH_SHMDIR move the scratch directories (the smoke
+# test checks its own for leftovers, not a directory others share).
+tmp=$(mktemp -d "${BENCH_TMPDIR:-/tmp}/nbdfs-bench.XXXXXX")
+shm=$(mktemp -d "${BENCH_SHMDIR:-/dev/shm}/nbdfs-bench.XXXXXX")
 pids=() fuse_mnts=() loop_devs=() plain_mnts=() fusectl_mounted=0
 
 kill_pid() {

@@ -21,17 +21,21 @@ requires gnuplot --version
 requires mkfs.ext4 -V
 requires losetup --version
 
+# The bench's scratch directories go below $tmp (its own, so a bench run
+# by anyone else at the same time cannot change the count).
+mkdir -p "$tmp/bt" "$tmp/bs"
 leftovers() {
-  { grep -c nbdfs-bench /proc/mounts || true
-    losetup -a | grep -c nbdfs-bench || true
-    ls -d /tmp/nbdfs-bench.* /dev/shm/nbdfs-bench.* 2>/dev/null | wc -l
+  { grep -c "$tmp/b[ts]/nbdfs-bench" /proc/mounts || true
+    losetup -a | grep -c "$tmp/b[ts]/nbdfs-bench" || true
+    ls -d "$tmp"/bt/nbdfs-bench.* "$tmp"/bs/nbdfs-bench.* 2>/dev/null | wc -l
   } | tr '\n' ' '
 }
 before=$(leftovers)
 
 out=$tmp/out
 tests=seq-read-1M-qd16,rand-write-4k-qd32-j2,lat-read-4k-qd1,dd-read,dd-read-same-ra,dd-write,real-use
-NBDFS=$NBDFS timeout -k 10 120 bash "$SRCDIR/scripts/bench.sh" --quick \
+NBDFS=$NBDFS BENCH_TMPDIR=$tmp/bt BENCH_SHMDIR=$tmp/bs \
+  timeout -k 10 120 bash "$SRCDIR/scripts/bench.sh" --quick \
   --runtime 1 --size 64M --files 200 --tests "$tests" --out "$out" \
   > "$tmp/stdout"
 
