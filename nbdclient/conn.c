@@ -1,5 +1,6 @@
 /* nbdfs — one connection in transmission phase: the in-flight table, the
- * sender thread and the reply reader (nbd-proto.md "Transmission",
+ * sender thread and the reply reader (which hands each reply to
+ * conn-reply.c to parse and check) (nbd-proto.md "Transmission",
  * "Structured reply chunk message", "Structured reply types"; extended
  * headers: doc/proto.md on the spec's extension-ext-header branch,
  * "Request message", "Extended reply chunk message").
@@ -24,27 +25,20 @@
 #include <poll.h>
 #include <stdarg.h>
 #include <string.h>
-#include "nbdclient/conn.h"
+#include "nbdclient/conn-internal.h"
 #include "nbdclient/names.h"
 #include "nbdclient/protocol.h"
 
-/* Our own caps on what a server may make us read (nbd-proto.md: "A server
- * MUST NOT send a chunk where any variable-length portion ... is larger
- * than any advertised maximum payload"; "Servers SHOULD NOT send more than
- * 2^20 extents in a single reply chunk"). */
-#define MAX_STATUS_CHUNK  (4 + 8u * (1u << 20))
-#define MAX_STATUS_EXT_CHUNK (8 + 16u * (1u << 20))
-#define MAX_ERROR_CHUNK   (14 + NBD_MAX_ERROR_MESSAGE + 64)
-#define MAX_UNKNOWN_ERROR (64 * 1024)
-/* Non-read replies get this many chunks before we call the reply endless. */
-#define MAX_OTHER_CHUNKS  1024
 #define POLL_STEP_MS      1000
+
 /* Replies are read through a buffer (reader thread only): one recv takes
  * a whole small reply, or several, instead of one recv and one poll per
  * header field and payload. A payload at least RBUF_DIRECT long, met
  * with the buffer empty, is read straight into its destination. */
 #define RBUF_SIZE         (64 * 1024)
+
 #define RBUF_DIRECT       (RBUF_SIZE / 2)
+
 /* A reply that names a request whose sendv has not returned yet: if the
  * server read all of it (the only way it may answer, nbd-proto.md
  * "Request message": the reply comes after the request, payload
@@ -52,92 +46,6 @@
  * return; we wait this long for it. Still sending then means the server
  * answered before reading the whole request: a protocol violation. */
 #define SENT_GRACE_US     (2 * G_USEC_PER_SEC)
-
-typedef struct {
-  uint64_t start, end;
-} Range;
-
-/* One request. cmd and slot are set (under NbdConn.lock) before the
- * request is in the table, then only read; what its replies say is the
- * reader's alone (the reader is the only thread that parses them); the
- * hand-over between sender and reader is under NbdConn.lock. */
-typedef struct {
-  NbdcCmd cmd;
-  uint32_t slot;
-  int err;                    /* reader: first error chunk's errno */
-  GArray *covered;            /* reader: READ: sorted, merged Ranges */
-  uint64_t covered_bytes;     /* reader */
-  unsigned chunks;            /* reader */
-  gboolean got_status;        /* reader */
-  gboolean sending;           /* lock: the sender is still writing it */
-  gboolean finished;          /* lock: replied to or died while sending:
-                                 the sender completes it */
-  gint64 sent_at;             /* lock: monotonic us when it took its slot */
-  GList age_link;             /* lock: in NbdConn.aged while in the table */
-  int final_err;              /* lock: with finished */
-  gboolean final_salvage;     /* lock: with finished */
-} NbdcReq;
-
-typedef struct {               /* NbdConn.slots[]: all under NbdConn.lock */
-  NbdcReq *req;               /* NULL = free */
-  uint32_t gen;
-} Slot;
-
-/* The fields above `lock` are set by nbdc_conn_new and only read
- * afterwards; those below it are guarded by it unless their comment says
- * otherwise. */
-struct NbdConn {
-  NbdTransport *t;            /* receiving: the reader only; sending:
-                                 under send_lock; shutdown: any thread */
-  char *name;
-  gboolean structured;
-  gboolean extended;          /* 32-byte headers both ways */
-  gboolean base_allocation;
-  uint32_t base_allocation_id;
-  unsigned depth;
-  unsigned timeout;
-  NbdcSalvageFn salvage;
-  NbdcDeadFn dead_fn;
-  void *opaque;
-  gboolean debug;
-
-  GMutex lock;
-  GCond cond;                 /* sender: work or slot available, or stop */
-  GCond idle;                 /* drain: nothing queued or in flight */
-  GCond sent;                 /* awaited was sent (or the sender gave up) */
-  NbdcReq *awaited;           /* replied to while still sending: the reader
-                                 waits for the sender (conn_complete) */
-  /* In-flight requests, oldest first (under lock): the head's age is
-   * what --timeout bounds (not only silence on the connection: a server
-   * that answers everything but one request must not keep that one
-   * waiting forever). */
-  GQueue aged;
-  char *overdue;              /* reader only: the request that timed out */
-  /* Threads blocked on cond / idle right now. glib's g_cond_signal is a
-   * futex syscall even with nobody waiting; the reply path checks these
-   * so a qd1 completion costs no wake-up nobody needs. */
-  gboolean sender_waiting;
-  unsigned idle_waiters;
-  GQueue queue;               /* NbdcReq not yet in the table */
-  Slot *slots;
-  uint32_t *free_slots;
-  unsigned n_free;
-  unsigned in_flight;
-  gint64 last_progress;       /* monotonic us */
-  gboolean dead;              /* torn down by the reader */
-  gboolean broken;            /* someone asked for teardown */
-  char *broken_reason;
-  gboolean stopping;          /* nbdc_conn_free in progress */
-  gboolean send_disc;         /* sender: send NBD_CMD_DISC, then shut down */
-  gboolean eshutdown;         /* the server replied NBD_ESHUTDOWN */
-
-  GThread *reader;            /* set by nbdc_conn_new, joined by free */
-  GThread *sender;            /* set by nbdc_conn_new, joined by free */
-  uint8_t *rbuf;              /* reader only: bytes received, not parsed */
-  size_t rpos, rlen;          /* unparsed bytes are rbuf[rpos, rlen) */
-  GMutex send_lock;           /* held across one request's sendv; taken
-                               * after lock is dropped, or try-locked */
-};
 
 /* > 0 on a reader thread (any connection's) and inside done/salvage
  * callbacks: such a thread must never block on a socket send (see the
@@ -173,13 +81,6 @@ conn_shutdown_transport (NbdConn *c)
 }
 
 /* ---- receiving ---- */
-
-typedef enum {
-  RECV_OK = 0,
-  RECV_EOF,
-  RECV_ERROR,
-  RECV_TIMEOUT,
-} RecvResult;
 
 /* The oldest request in flight, if it is older than request_timeout:
  * records which one in c->overdue (for the reason) and returns TRUE.
@@ -257,7 +158,7 @@ conn_wait (NbdConn *c, gboolean boundary)
  * (the next reply may be a while), after a recv found nothing (EAGAIN),
  * or when the transport cannot recv without waiting (TLS: conn_wait
  * asks its pending() first). Any byte received is progress. */
-static RecvResult
+RecvResult
 conn_recv (NbdConn *c, void *buf, size_t len, gboolean boundary, int *errp)
 {
   char *p = buf;
@@ -317,14 +218,7 @@ conn_recv (NbdConn *c, void *buf, size_t len, gboolean boundary, int *errp)
 
 /* ---- the reader's failure reasons ---- */
 
-typedef struct {
-  gboolean violation;         /* protocol violation (never salvaged) */
-  gboolean clean;             /* EOF after we asked to stop */
-  gboolean timeout;           /* request_timeout without a reply */
-  char *why;
-} Death;
-
-static gboolean G_GNUC_PRINTF (2, 3)
+gboolean G_GNUC_PRINTF (2, 3)
 violation (Death *d, const char *fmt, ...)
 {
   va_list ap;
@@ -338,7 +232,7 @@ violation (Death *d, const char *fmt, ...)
 }
 
 /* Turns a failed conn_recv into a reason. Returns FALSE. */
-static gboolean
+gboolean
 lost (NbdConn *c, Death *d, RecvResult r, int err, const char *what)
 {
   g_mutex_lock (&c->lock);
@@ -373,16 +267,8 @@ lost (NbdConn *c, Death *d, RecvResult r, int err, const char *what)
   return FALSE;
 }
 
-#define RECV(c, d, buf, len, boundary, what)                             \
-  do {                                                                   \
-    int err_ = 0;                                                        \
-    RecvResult r_ = conn_recv ((c), (buf), (len), (boundary), &err_);    \
-    if (r_ != RECV_OK)                                                   \
-      return lost ((c), (d), r_, err_, (what));                          \
-  } while (0)
-
 /* Reads and drops len bytes (bounded by the caller). */
-static gboolean
+gboolean
 conn_skip (NbdConn *c, Death *d, uint64_t len, const char *what)
 {
   char buf[4096];
@@ -405,7 +291,7 @@ cookie_of (const Slot *s, uint32_t idx)
 /* The request a reply names, or NULL for a free slot, an out-of-range
  * index or an older generation (stale or forged cookie). The request stays
  * in its slot until this (reader) thread removes it. */
-static NbdcReq *
+NbdcReq *
 conn_lookup (NbdConn *c, uint64_t cookie)
 {
   uint32_t idx = cookie & 0xffffffff;
@@ -444,7 +330,7 @@ nbdc_conn_soft_disconnect (NbdConn *c, const char *reason)
  * with EIO, never success, and the teardown (shutdown of the socket)
  * frees a sender blocked on a server that stopped reading. FALSE with *d
  * set on that violation. */
-static gboolean
+gboolean
 conn_complete (NbdConn *c, Death *d, NbdcReq *req, int err)
 {
   if (err == ESHUTDOWN) {
@@ -506,445 +392,7 @@ conn_complete (NbdConn *c, Death *d, NbdcReq *req, int err)
   return TRUE;
 }
 
-/* ---- reply parsing ---- */
-
-static gboolean
-conn_handle_simple (NbdConn *c, Death *d, const uint8_t *hdr)
-{
-  struct nbd_simple_reply r;
-  memcpy (&r, hdr, sizeof r);
-  uint32_t error = GUINT32_FROM_BE (r.error);
-  uint64_t cookie = GUINT64_FROM_BE (r.cookie);
-
-  NbdcReq *req = conn_lookup (c, cookie);
-  if (!req)
-    return violation (d, "simple reply with unknown cookie 0x%"
-                      G_GINT64_MODIFIER "x", cookie);
-  if (req->chunks > 0)
-    return violation (d, "simple reply in the middle of a structured reply "
-                      "(cookie 0x%" G_GINT64_MODIFIER "x)", cookie);
-  if (req->cmd.type == NBD_CMD_READ) {
-    /* "MUST NOT use a simple reply for NBD_CMD_READ" once negotiated. */
-    if (c->structured)
-      return violation (d, "simple reply to a read although structured "
-                        "replies were negotiated");
-    if (error == 0)
-      RECV (c, d, req->cmd.buf, req->cmd.count, FALSE, "reading read data");
-  }
-  /* "For a successful return, the server MUST use a structured reply,
-   * containing exactly one chunk of type NBD_REPLY_TYPE_BLOCK_STATUS"
-   * (NBD_CMD_BLOCK_STATUS): a simple "success" carries no extents. */
-  if (req->cmd.type == NBD_CMD_BLOCK_STATUS && error == 0)
-    return violation (d, "simple reply to block status (it must be a "
-                      "structured reply with the extents)");
-  int err = error ? nbdc_errno_from_nbd (error) : 0;
-  if (error && c->debug)
-    g_debug ("%s: %s failed: server sent error %" G_GUINT32_FORMAT " (%s)",
-             c->name, nbdc_cmd_name (req->cmd.type), error,
-             nbdc_err_name (error));
-  return conn_complete (c, d, req, err);
-}
-
-/* Marks [start, start+len) of a read as covered; FALSE if it overlaps an
- * earlier content chunk ("MUST NOT overlap with the bounds of any earlier
- * content chunk"). */
-static gboolean
-req_cover (NbdcReq *req, uint64_t start, uint64_t len)
-{
-  if (!req->covered)
-    req->covered = g_array_new (FALSE, FALSE, sizeof (Range));
-  GArray *a = req->covered;
-  Range n = { start, start + len };
-  /* First range starting after n.start. */
-  guint lo = 0, hi = a->len;
-  while (lo < hi) {
-    guint mid = (lo + hi) / 2;
-    if (g_array_index (a, Range, mid).start <= start)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
-  if (lo > 0 && g_array_index (a, Range, lo - 1).end > n.start)
-    return FALSE;
-  if (lo < a->len && g_array_index (a, Range, lo).start < n.end)
-    return FALSE;
-  gboolean merge_prev = lo > 0 && g_array_index (a, Range, lo - 1).end == n.start;
-  gboolean merge_next = lo < a->len && g_array_index (a, Range, lo).start == n.end;
-  if (merge_prev && merge_next) {
-    g_array_index (a, Range, lo - 1).end = g_array_index (a, Range, lo).end;
-    g_array_remove_index (a, lo);
-  }
-  else if (merge_prev)
-    g_array_index (a, Range, lo - 1).end = n.end;
-  else if (merge_next)
-    g_array_index (a, Range, lo).start = n.start;
-  else
-    g_array_insert_val (a, lo, n);
-  req->covered_bytes += len;
-  return TRUE;
-}
-
-/* Checks a content chunk's range against the request. */
-static gboolean
-check_content (NbdcReq *req, Death *d, const char *kind, uint64_t off,
-               uint64_t len)
-{
-  uint64_t start = req->cmd.offset, count = req->cmd.count;
-  if (off < start || off - start > count || len > count - (off - start))
-    return violation (d, "%s chunk [%" G_GUINT64_FORMAT ", +%"
-                      G_GUINT64_FORMAT ") outside the requested range [%"
-                      G_GUINT64_FORMAT ", +%" G_GUINT64_FORMAT ")",
-                      kind, off, len, start, count);
-  if (!req_cover (req, off, len))
-    return violation (d, "%s chunk [%" G_GUINT64_FORMAT ", +%"
-                      G_GUINT64_FORMAT ") overlaps an earlier chunk",
-                      kind, off, len);
-  return TRUE;
-}
-
-static gboolean
-conn_chunk_data (NbdConn *c, Death *d, NbdcReq *req, uint32_t length)
-{
-  if (req->cmd.type != NBD_CMD_READ)
-    return violation (d, "offset data chunk in reply to %s",
-                      nbdc_cmd_name (req->cmd.type));
-  if (length < 9)
-    return violation (d, "offset data chunk of length %" G_GUINT32_FORMAT
-                      " (must be at least 9)", length);
-  uint64_t off;
-  RECV (c, d, &off, 8, FALSE, "reading offset data chunk");
-  off = GUINT64_FROM_BE (off);
-  uint64_t len = length - 8;
-  if (!check_content (req, d, "offset data", off, len))
-    return FALSE;
-  RECV (c, d, (char *) req->cmd.buf + (off - req->cmd.offset), len, FALSE,
-        "reading read data");
-  return TRUE;
-}
-
-static gboolean
-conn_chunk_hole (NbdConn *c, Death *d, NbdcReq *req, uint32_t length)
-{
-  if (req->cmd.type != NBD_CMD_READ)
-    return violation (d, "offset hole chunk in reply to %s",
-                      nbdc_cmd_name (req->cmd.type));
-  if (length != 12)
-    return violation (d, "offset hole chunk of length %" G_GUINT32_FORMAT
-                      " (must be 12)", length);
-  struct nbd_structured_reply_offset_hole h;
-  RECV (c, d, &h, sizeof h, FALSE, "reading offset hole chunk");
-  uint64_t off = GUINT64_FROM_BE (h.offset);
-  uint32_t len = GUINT32_FROM_BE (h.length);
-  if (len == 0)
-    return violation (d, "offset hole chunk of size 0");
-  if (!check_content (req, d, "offset hole", off, len))
-    return FALSE;
-  memset ((char *) req->cmd.buf + (off - req->cmd.offset), 0, len);
-  return TRUE;
-}
-
-static gboolean
-conn_chunk_status (NbdConn *c, Death *d, NbdcReq *req, uint32_t length)
-{
-  if (req->cmd.type != NBD_CMD_BLOCK_STATUS)
-    return violation (d, "block status chunk in reply to %s",
-                      nbdc_cmd_name (req->cmd.type));
-  if (c->extended)
-    /* "only NBD_REPLY_TYPE_BLOCK_STATUS_EXT for extended headers" */
-    return violation (d, "32-bit block status chunk although extended "
-                      "headers were negotiated");
-  if (length < 12 || (length - 4) % 8 != 0 || length > MAX_STATUS_CHUNK)
-    return violation (d, "block status chunk of length %" G_GUINT32_FORMAT,
-                      length);
-  uint32_t id;
-  RECV (c, d, &id, 4, FALSE, "reading block status chunk");
-  id = GUINT32_FROM_BE (id);
-  if (!c->base_allocation || id != c->base_allocation_id)
-    return violation (d, "block status for metadata context %"
-                      G_GUINT32_FORMAT ", which we did not negotiate", id);
-  if (req->got_status)
-    return violation (d, "second block status chunk for one context");
-  req->got_status = TRUE;
-  uint32_t n = (length - 4) / 8;
-  if ((req->cmd.flags & NBD_CMD_FLAG_REQ_ONE) && n != 1)
-    return violation (d, "%" G_GUINT32_FORMAT " extents although we asked "
-                      "for one (NBD_CMD_FLAG_REQ_ONE)", n);
-  uint64_t pos = req->cmd.offset, end = req->cmd.offset + req->cmd.count;
-  struct nbd_block_descriptor batch[256];
-  while (n > 0) {
-    uint32_t k = MIN (n, G_N_ELEMENTS (batch));
-    RECV (c, d, batch, k * sizeof batch[0], FALSE, "reading extents");
-    for (uint32_t i = 0; i < k; i++) {
-      uint32_t len = GUINT32_FROM_BE (batch[i].length);
-      uint32_t flags = GUINT32_FROM_BE (batch[i].status_flags);
-      if (len == 0)
-        return violation (d, "block status extent of length 0");
-      /* "the sum of the length fields of the first N-1 extents (if any)
-       * MUST be less than the requested length" */
-      if (pos >= end)
-        return violation (d, "block status extents go past the requested "
-                          "length %" G_GUINT64_FORMAT, req->cmd.count);
-      uint64_t clipped = MIN ((uint64_t) len, end - pos);
-      if (req->cmd.extent)
-        req->cmd.extent (req->cmd.opaque, pos, clipped, flags);
-      pos += clipped;
-    }
-    n -= k;
-  }
-  return TRUE;
-}
-
-/* NBD_REPLY_TYPE_BLOCK_STATUS_EXT: "length MUST be 8 + (a positive
- * multiple of 16)", descriptor count "MUST correspond", 64-bit extent
- * lengths, and for base:allocation "the most-significant 32 bits of
- * status MUST be all zeroes". Otherwise the rules of the 32-bit chunk. */
-static gboolean
-conn_chunk_status_ext (NbdConn *c, Death *d, NbdcReq *req, uint32_t length)
-{
-  if (req->cmd.type != NBD_CMD_BLOCK_STATUS)
-    return violation (d, "extended block status chunk in reply to %s",
-                      nbdc_cmd_name (req->cmd.type));
-  if (!c->extended)
-    return violation (d, "extended block status chunk although extended "
-                      "headers were not negotiated");
-  if (length < 24 || (length - 8) % 16 != 0 || length > MAX_STATUS_EXT_CHUNK)
-    return violation (d, "extended block status chunk of length %"
-                      G_GUINT32_FORMAT, length);
-  struct nbd_structured_reply_block_status_ext_hdr bh;
-  RECV (c, d, &bh, sizeof bh, FALSE, "reading extended block status chunk");
-  uint32_t id = GUINT32_FROM_BE (bh.context_id);
-  uint32_t n = GUINT32_FROM_BE (bh.count);
-  if (n != (length - 8) / 16)
-    return violation (d, "extended block status chunk of length %"
-                      G_GUINT32_FORMAT " says it holds %" G_GUINT32_FORMAT
-                      " extents", length, n);
-  if (!c->base_allocation || id != c->base_allocation_id)
-    return violation (d, "block status for metadata context %"
-                      G_GUINT32_FORMAT ", which we did not negotiate", id);
-  if (req->got_status)
-    return violation (d, "second block status chunk for one context");
-  req->got_status = TRUE;
-  if ((req->cmd.flags & NBD_CMD_FLAG_REQ_ONE) && n != 1)
-    return violation (d, "%" G_GUINT32_FORMAT " extents although we asked "
-                      "for one (NBD_CMD_FLAG_REQ_ONE)", n);
-  uint64_t pos = req->cmd.offset, end = req->cmd.offset + req->cmd.count;
-  struct nbd_block_descriptor_ext batch[128];
-  while (n > 0) {
-    uint32_t k = MIN (n, G_N_ELEMENTS (batch));
-    RECV (c, d, batch, k * sizeof batch[0], FALSE, "reading extents");
-    for (uint32_t i = 0; i < k; i++) {
-      uint64_t len = GUINT64_FROM_BE (batch[i].length);
-      uint64_t flags = GUINT64_FROM_BE (batch[i].status_flags);
-      if (len == 0)
-        return violation (d, "block status extent of length 0");
-      if (flags >> 32)
-        return violation (d, "base:allocation status 0x%" G_GINT64_MODIFIER
-                          "x has high bits set", flags);
-      if (pos >= end)
-        return violation (d, "block status extents go past the requested "
-                          "length %" G_GUINT64_FORMAT, req->cmd.count);
-      uint64_t clipped = MIN (len, end - pos);
-      if (req->cmd.extent)
-        req->cmd.extent (req->cmd.opaque, pos, clipped, (uint32_t) flags);
-      pos += clipped;
-    }
-    n -= k;
-  }
-  return TRUE;
-}
-
-/* NBD_REPLY_TYPE_ERROR, _ERROR_OFFSET and unknown error types. */
-static gboolean
-conn_chunk_error (NbdConn *c, Death *d, NbdcReq *req, uint16_t type,
-                  uint32_t length)
-{
-  gboolean known = type == NBD_REPLY_TYPE_ERROR
-    || type == NBD_REPLY_TYPE_ERROR_OFFSET;
-  uint32_t fixed = type == NBD_REPLY_TYPE_ERROR_OFFSET ? 14 : 6;
-  if (length < fixed)
-    return violation (d, "%s chunk of length %" G_GUINT32_FORMAT
-                      " (must be at least %" G_GUINT32_FORMAT ")",
-                      nbdc_reply_type_name (type), length, fixed);
-  if (length > (known ? MAX_ERROR_CHUNK : MAX_UNKNOWN_ERROR))
-    return violation (d, "%s chunk of length %" G_GUINT32_FORMAT
-                      " is too long", nbdc_reply_type_name (type), length);
-  struct nbd_structured_reply_error e;
-  RECV (c, d, &e, sizeof e, FALSE, "reading error chunk");
-  uint32_t error = GUINT32_FROM_BE (e.error);
-  uint16_t msglen = GUINT16_FROM_BE (e.len);
-  if (msglen > length - fixed)
-    return violation (d, "error message length %u does not fit in a "
-                      "chunk of length %" G_GUINT32_FORMAT, msglen, length);
-  if (msglen > NBD_MAX_ERROR_MESSAGE)
-    return violation (d, "error message length %u exceeds %u",
-                      msglen, NBD_MAX_ERROR_MESSAGE);
-  char msg[NBD_MAX_ERROR_MESSAGE];
-  RECV (c, d, msg, msglen, FALSE, "reading error message");
-  uint32_t rest = length - 6 - msglen;
-  if (type == NBD_REPLY_TYPE_ERROR_OFFSET) {
-    if (rest != 8)
-      return violation (d, "error offset chunk with %" G_GUINT32_FORMAT
-                        " trailing bytes (must be 8)", rest);
-    uint64_t off;
-    RECV (c, d, &off, 8, FALSE, "reading error offset");
-    off = GUINT64_FROM_BE (off);
-    if (off < req->cmd.offset || off - req->cmd.offset >= req->cmd.count)
-      return violation (d, "error offset %" G_GUINT64_FORMAT " outside the "
-                        "requested range [%" G_GUINT64_FORMAT ", +%"
-                        G_GUINT64_FORMAT ")", off, req->cmd.offset,
-                        req->cmd.count);
-  }
-  else if (!conn_skip (c, d, rest, "reading error chunk"))
-    return FALSE;
-  if (error == 0)
-    return violation (d, "%s chunk with error 0",
-                      nbdc_reply_type_name (type));
-
-  int err = known ? nbdc_errno_from_nbd (error) : EIO;
-  if (!req->err)
-    req->err = err;
-  if (c->debug || !known) {
-    g_autofree char *text = nbdc_escape_text (msg, msglen, 200);
-    if (known)
-      g_debug ("%s: %s failed: server sent error %" G_GUINT32_FORMAT
-               " (%s)%s%s", c->name, nbdc_cmd_name (req->cmd.type), error,
-               nbdc_err_name (error), msglen ? ": " : "", text);
-    else
-      g_warning ("%s: unknown error chunk type %u in reply to %s%s%s",
-                 c->name, type, nbdc_cmd_name (req->cmd.type),
-                 msglen ? ": " : "", text);
-  }
-  return TRUE;
-}
-
-/* One chunk of a structured or extended reply, its header decoded (and,
- * for an extended one, its offset and length already checked); req is
- * the request its cookie names. */
-static gboolean
-conn_handle_chunk (NbdConn *c, Death *d, NbdcReq *req, uint16_t flags,
-                   uint16_t type, uint64_t cookie, uint32_t length)
-{
-  /* A read's content chunks cannot outnumber its bytes; anything else has
-   * few chunks. More than that is a reply that never ends. */
-  uint64_t limit = req->cmd.type == NBD_CMD_READ
-    ? (uint64_t) req->cmd.count + 16 : MAX_OTHER_CHUNKS;
-  if (++req->chunks > limit)
-    return violation (d, "reply to %s never ends (more than %"
-                      G_GUINT64_FORMAT " chunks)",
-                      nbdc_cmd_name (req->cmd.type), limit);
-
-  if (c->debug)
-    g_debug ("%s: cookie 0x%" G_GINT64_MODIFIER "x: chunk %u (%s)%s, "
-             "length %" G_GUINT32_FORMAT, c->name, cookie, type,
-             nbdc_reply_type_name (type),
-             flags & NBD_REPLY_FLAG_DONE ? " done" : "", length);
-  gboolean ok;
-  switch (type) {
-  case NBD_REPLY_TYPE_NONE:
-    if (length != 0)
-      return violation (d, "none chunk of length %" G_GUINT32_FORMAT, length);
-    if (!(flags & NBD_REPLY_FLAG_DONE))
-      return violation (d, "none chunk without the done flag");
-    ok = TRUE;
-    break;
-  case NBD_REPLY_TYPE_OFFSET_DATA:
-    ok = conn_chunk_data (c, d, req, length);
-    break;
-  case NBD_REPLY_TYPE_OFFSET_HOLE:
-    ok = conn_chunk_hole (c, d, req, length);
-    break;
-  case NBD_REPLY_TYPE_BLOCK_STATUS:
-    ok = conn_chunk_status (c, d, req, length);
-    break;
-  case NBD_REPLY_TYPE_BLOCK_STATUS_EXT:
-    ok = conn_chunk_status_ext (c, d, req, length);
-    break;
-  default:
-    if (NBD_REPLY_TYPE_IS_ERR (type)) {
-      ok = conn_chunk_error (c, d, req, type, length);
-      break;
-    }
-    return violation (d, "unexpected chunk type %u (%s) in reply to %s",
-                      type, nbdc_reply_type_name (type),
-                      nbdc_cmd_name (req->cmd.type));
-  }
-  if (!ok)
-    return FALSE;
-  if (!(flags & NBD_REPLY_FLAG_DONE))
-    return TRUE;
-
-  int err = req->err;
-  if (!err && req->cmd.type == NBD_CMD_READ
-      && req->covered_bytes != req->cmd.count)
-    return violation (d, "read reply ended with %" G_GUINT64_FORMAT " of %"
-                      G_GUINT64_FORMAT " bytes covered",
-                      req->covered_bytes, req->cmd.count);
-  if (!err && req->cmd.type == NBD_CMD_BLOCK_STATUS && !req->got_status)
-    return violation (d, "block status reply without a status chunk");
-  return conn_complete (c, d, req, err);
-}
-
-static gboolean
-conn_handle_structured (NbdConn *c, Death *d, const uint8_t *hdr)
-{
-  struct nbd_structured_reply r;
-  memcpy (&r, hdr, sizeof r);
-  uint16_t flags = GUINT16_FROM_BE (r.flags);
-  uint16_t type = GUINT16_FROM_BE (r.type);
-  uint64_t cookie = GUINT64_FROM_BE (r.cookie);
-  uint32_t length = GUINT32_FROM_BE (r.length);
-
-  if (!c->structured)
-    return violation (d, "structured reply although structured replies "
-                      "were not negotiated");
-  if (c->extended)
-    /* "all server replies MUST use an extended reply" */
-    return violation (d, "structured reply although extended headers "
-                      "were negotiated");
-  NbdcReq *req = conn_lookup (c, cookie);
-  if (!req)
-    return violation (d, "%s chunk with unknown cookie 0x%"
-                      G_GINT64_MODIFIER "x", nbdc_reply_type_name (type),
-                      cookie);
-  return conn_handle_chunk (c, d, req, flags, type, cookie, length);
-}
-
-/* "Extended reply chunk message": the structured reply's fields plus the
- * request's offset, with a 64-bit length that "in practice will never
- * exceed a 32-bit value" (a client "MAY initiate hard disconnect if a
- * server's reply length is unexpectedly large": we do). The payloads are
- * the structured ones, checked by the same code. */
-static gboolean
-conn_handle_extended (NbdConn *c, Death *d, const uint8_t *hdr)
-{
-  struct nbd_extended_reply r;
-  memcpy (&r, hdr, sizeof r);
-  uint16_t flags = GUINT16_FROM_BE (r.flags);
-  uint16_t type = GUINT16_FROM_BE (r.type);
-  uint64_t cookie = GUINT64_FROM_BE (r.cookie);
-  uint64_t offset = GUINT64_FROM_BE (r.offset);
-  uint64_t length = GUINT64_FROM_BE (r.length);
-
-  if (!c->extended)
-    return violation (d, "extended reply although extended headers were "
-                      "not negotiated");
-  NbdcReq *req = conn_lookup (c, cookie);
-  if (!req)
-    return violation (d, "%s chunk with unknown cookie 0x%"
-                      G_GINT64_MODIFIER "x", nbdc_reply_type_name (type),
-                      cookie);
-  if (offset != req->cmd.offset)
-    return violation (d, "%s chunk in reply to %s at offset %"
-                      G_GUINT64_FORMAT " names offset %" G_GUINT64_FORMAT
-                      " (it MUST match the request)",
-                      nbdc_reply_type_name (type),
-                      nbdc_cmd_name (req->cmd.type), req->cmd.offset, offset);
-  if (length > UINT32_MAX)
-    return violation (d, "%s chunk of length %" G_GUINT64_FORMAT
-                      " (more than 32 bits)", nbdc_reply_type_name (type),
-                      length);
-  return conn_handle_chunk (c, d, req, flags, type, cookie, (uint32_t) length);
-}
+/* ---- the reader ---- */
 
 /* Tears the connection down: every request still here completes with EIO
  * (or is salvaged). Reader thread only. */
