@@ -1,8 +1,10 @@
 # gnuplot script for scripts/bench.sh: nbdfs speed-up per test.
 #   gnuplot -e "datafile='chart.dat'; outfile='bench.png'" bench-chart.gp
-# chart.dat: "label" vs_nbdfuse vs_ceiling target (nan = no value); every
-# ratio is oriented so that higher is better (latency and time inverted).
-set terminal pngcairo size 1400,720 noenhanced font ",10"
+# chart.dat: "label" vs_nbdfuse vs_nbdfuse13 vs_ceiling target (nan = no
+# value); every ratio is oriented so that higher is better (latency and time
+# inverted); vs_nbdfuse is nbdfuse on this host (1.14 on Debian 12),
+# vs_nbdfuse13 nbdfuse 1.22 from the Debian 13 tree.
+set terminal pngcairo size 1800,760 noenhanced font ",10"
 set output outfile
 set datafile missing "nan"
 set title "nbdfs speed-up (higher is better; latency and time rows inverted)"
@@ -18,8 +20,9 @@ set rmargin 10
 set bmargin 9
 set grid ytics
 set key outside top center horizontal
-plot datafile using 2:xtic(1) title "nbdfs / nbdfuse" lc rgb "#3070b0", \
-     '' using 3 title "nbdfs / ceiling (no FUSE)" lc rgb "#a0a0a0", \
-     '' using 0:4:(0.4):xtic(1) with xerrorbars pt 0 lw 3 lc rgb "#d03020" \
-        title "target (vs nbdfuse)", \
+plot datafile using 2:xtic(1) title "nbdfs / nbdfuse (this host, 1.14)" lc rgb "#3070b0", \
+     '' using 3 title "nbdfs / nbdfuse 1.22 (Debian 13)" lc rgb "#30a070", \
+     '' using 4 title "nbdfs / ceiling (no FUSE)" lc rgb "#a0a0a0", \
+     '' using 0:5:(0.4):xtic(1) with xerrorbars pt 0 lw 3 lc rgb "#d03020" \
+        title "target (vs each nbdfuse)", \
      1 with lines dt 2 lc rgb "black" title "parity"

@@ -16,29 +16,43 @@ import statistics
 import subprocess
 import sys
 
-CLIENTS = ("nbdfs", "nbdfuse", "ceiling")
+CLIENTS = ("nbdfs", "nbdfuse", "nbdfuse13", "ceiling")
+# The clients nbdfs is judged against: nbdfuse from this host (1.14 on
+# Debian 12) and nbdfuse 1.22 from the Debian 13 tree.
+BASELINES = ("nbdfuse", "nbdfuse13")
 
 # row -> (test, how to get the value, unit, higher is better, target)
-# A target compares nbdfs/nbdfuse: (">=", 2.0) means at least twice nbdfuse's
-# figure; ("<=", 1.0) means no more than nbdfuse's (latency, time).
+# A target compares nbdfs with each nbdfuse: (">=", 2.5) means at least
+# 2.5 times nbdfuse's figure; ("<=", 0.85) means at most 0.85 times it
+# (latency, time). It is met only if met against every nbdfuse present.
 ROWS = [
-    ("seq-read-1M-qd1", "seq-read-1M-qd1", ("fio", "read", "bw"), "MiB/s", True, None),
+    ("seq-read-1M-qd1", "seq-read-1M-qd1", ("fio", "read", "bw"), "MiB/s", True, (">=", 1.2)),
     ("seq-read-1M-qd16", "seq-read-1M-qd16", ("fio", "read", "bw"), "MiB/s", True, (">=", 1.2)),
-    ("seq-write-1M-qd1", "seq-write-1M-qd1", ("fio", "write", "bw"), "MiB/s", True, None),
+    ("seq-write-1M-qd1", "seq-write-1M-qd1", ("fio", "write", "bw"), "MiB/s", True, (">=", 1.2)),
     ("seq-write-1M-qd16", "seq-write-1M-qd16", ("fio", "write", "bw"), "MiB/s", True, (">=", 1.2)),
-    ("rand-read-4k-qd32-j1", "rand-read-4k-qd32-j1", ("fio", "read", "iops"), "kIOPS", True, (">=", 2.0)),
-    ("rand-read-4k-qd32-j2", "rand-read-4k-qd32-j2", ("fio", "read", "iops"), "kIOPS", True, (">=", 2.0)),
-    ("rand-write-4k-qd32-j1", "rand-write-4k-qd32-j1", ("fio", "write", "iops"), "kIOPS", True, (">=", 2.0)),
-    ("rand-write-4k-qd32-j2", "rand-write-4k-qd32-j2", ("fio", "write", "iops"), "kIOPS", True, (">=", 2.0)),
+    ("rand-read-4k-qd32-j1", "rand-read-4k-qd32-j1", ("fio", "read", "iops"), "kIOPS", True, (">=", 2.5)),
+    ("rand-read-4k-qd32-j2", "rand-read-4k-qd32-j2", ("fio", "read", "iops"), "kIOPS", True, (">=", 2.5)),
+    ("rand-write-4k-qd32-j1", "rand-write-4k-qd32-j1", ("fio", "write", "iops"), "kIOPS", True, (">=", 2.5)),
+    ("rand-write-4k-qd32-j2", "rand-write-4k-qd32-j2", ("fio", "write", "iops"), "kIOPS", True, (">=", 2.5)),
     ("lat-read-4k-qd1 p50", "lat-read-4k-qd1", ("fio", "read", "p50"), "µs", False, ("<=", 1.0)),
-    ("lat-read-4k-qd1 p99", "lat-read-4k-qd1", ("fio", "read", "p99"), "µs", False, None),
+    ("lat-read-4k-qd1 p99", "lat-read-4k-qd1", ("fio", "read", "p99"), "µs", False, ("<=", 1.0)),
     ("dd-read (buffered)", "dd-read", ("rate",), "MiB/s", True, (">=", 1.5)),
-    # The same with nbdfuse's readahead set to nbdfs's: how much of the
-    # dd-read gain is the larger readahead alone. No target: it explains.
-    ("dd-read (same readahead)", "dd-read-same-ra", ("rate",), "MiB/s", True, None),
-    ("dd-write (buffered)", "dd-write", ("rate",), "MiB/s", True, None),
-    ("real-use ext4 total", "real-use", ("seconds",), "s", False, ("<=", 1.0)),
+    # The same with each nbdfuse's readahead set to nbdfs's: how much of
+    # the dd-read gain is the larger readahead alone.
+    ("dd-read (same readahead)", "dd-read-same-ra", ("rate",), "MiB/s", True, (">=", 1.0)),
+    ("dd-write (buffered)", "dd-write", ("rate",), "MiB/s", True, (">=", 1.2)),
+    ("real-use ext4 total", "real-use", ("seconds",), "s", False, ("<=", 0.85)),
+    ("mount time", "mount-time", ("ms",), "ms", False, ("<=", 1.0)),
 ]
+# Rows without a ceiling (nothing to mount without FUSE).
+NO_CEILING = {"mount-time"}
+# The TLS section (against nbdfuse 1.22 only): its tests and targets.
+TLS_TARGETS = {
+    "rand-read-4k-qd32-j1": (">=", 2.0), "rand-read-4k-qd32-j2": (">=", 2.0),
+    "rand-write-4k-qd32-j1": (">=", 2.0),
+    "seq-read-1M-qd1": (">=", 1.2), "seq-read-1M-qd16": (">=", 1.2),
+    "seq-write-1M-qd1": (">=", 1.2), "seq-write-1M-qd16": (">=", 1.2),
+}
 
 
 def load_json(path):
@@ -73,6 +87,8 @@ def sample_value(doc, how):
         return doc["bytes"] / 1048576.0 / doc["seconds"]
     if kind == "seconds":
         return doc["seconds"]
+    if kind == "ms":
+        return doc["seconds"] * 1000.0
     raise ValueError("unknown metric %r" % (how,))
 
 
@@ -102,6 +118,36 @@ def tool_version(cmd):
         return "unknown"
 
 
+def read_absent(raw, section):
+    """{client: reason} for the clients bench.sh left out of a section."""
+    absent = {}
+    try:
+        with open(os.path.join(raw, section + ".absent")) as f:
+            for line in f:
+                c, _, why = line.rstrip("\n").partition("\t")
+                if c:
+                    absent[c] = why
+    except OSError:   # an older run: every client was in every section
+        pass
+    return absent
+
+
+def read_text(path, default=""):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return default
+
+
+def short_version(v, default):
+    """'nbdfuse 1.22.2' -> 'nbdfuse 1.22'."""
+    parts = v.split()
+    if len(parts) >= 2 and parts[1][:1].isdigit():
+        return "%s %s" % (parts[0], ".".join(parts[1].split(".")[:2]))
+    return default
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
@@ -112,7 +158,8 @@ def main():
     ap.add_argument("--elapsed", required=True)
     ap.add_argument("--nbdfs-rev", default="unknown")
     ap.add_argument("--load", default="unknown")
-    ap.add_argument("--transports", required=True)
+    ap.add_argument("--transports", required=True,
+                    help="the sections run: unix, tcp, tls")
     ap.add_argument("--tests", required=True)
     ap.add_argument("--conns", default="4")
     a = ap.parse_args()
@@ -121,13 +168,34 @@ def main():
     transports = a.transports.split()
     tests = set(a.tests.split())
 
-    rows, problems, waiting = [], {}, []
+    v14 = tool_version(["nbdfuse", "--version"])
+    v22 = read_text(os.path.join(raw, "nbdfuse13.version"))
+    label = {"nbdfs": "nbdfs", "ceiling": "ceiling",
+             "nbdfuse": short_version(v14, "nbdfuse"),
+             "nbdfuse13": short_version(v22, "nbdfuse (Debian 13)")}
+    if label["nbdfuse"] == label["nbdfuse13"]:   # never two equal headers
+        label["nbdfuse13"] += " (Debian 13)"
+
+    rows, problems, waiting, cpu_rows, absent_of = [], {}, [], [], {}
     for t in transports:
+        absent = absent_of[t] = read_absent(raw, t)
         for name, test, how, unit, higher, target in ROWS:
             if test not in tests:
                 continue
-            samples, med, failed, loads = {}, {}, 0, []
+            if t == "tls":
+                if test not in TLS_TARGETS:
+                    continue
+                target = TLS_TARGETS[test]
+            samples, med, failed, loads, na = {}, {}, 0, [], {}
             for c in CLIENTS:
+                # Not part of this row: n/a with the reason, not a failure.
+                if c in absent:
+                    na[c] = absent[c]
+                elif c == "ceiling" and test in NO_CEILING:
+                    na[c] = "no ceiling: nothing to mount without FUSE"
+                if c in na:
+                    samples[c], med[c] = [], None
+                    continue
                 vals = []
                 for path in sorted(glob.glob(os.path.join(raw, t, test, c + "-*.json"))):
                     try:
@@ -148,8 +216,9 @@ def main():
                     os.path.join(raw, t, test, c + "-*.json"))))
                 samples[c] = vals
                 med[c] = statistics.median(vals) if vals else None
-            r_fuse = ratio(med["nbdfs"], med["nbdfuse"])
+            r = {b: ratio(med["nbdfs"], med[b]) for b in BASELINES}
             r_ceil = ratio(med["nbdfs"], med["ceiling"])
+            baselines = [b for b in BASELINES if b not in na]
             met = None
             known = [x for x in loads if x is not None]
             load_lo = min(known) if known else None
@@ -163,24 +232,34 @@ def main():
                 refused = "load not recorded"
             elif load_hi > cpus:
                 refused = "load %.2f > %d CPUs" % (load_hi, cpus)
-            if target and r_fuse is not None and refused is None:
+            # Met only if met against every nbdfuse in the section.
+            if (target and refused is None and baselines
+                    and all(r[b] is not None for b in baselines)):
                 op, want = target
-                met = r_fuse >= want if op == ">=" else r_fuse <= want
+                met = all(r[b] >= want if op == ">=" else r[b] <= want
+                          for b in baselines)
             rows.append(dict(transport=t, test=name, unit=unit,
                              higher_is_better=higher, samples=samples,
-                             median=med, nbdfs_over_nbdfuse=r_fuse,
-                             nbdfs_over_ceiling=r_ceil,
+                             median=med, nbdfs_over_nbdfuse=r["nbdfuse"],
+                             nbdfs_over_nbdfuse13=r["nbdfuse13"],
+                             nbdfs_over_ceiling=r_ceil, not_applicable=na,
                              target=("%s %.2f" % target) if target else None,
                              met=met, refused=refused, failed_samples=failed,
                              load_min=load_lo, load_max=load_hi))
         # Per fio test and client: the FUSE queue depth the kernel reached,
-        # and the CPU the FUSE daemon and nbdkit spent per I/O.
-        for test in [r[1] for r in ROWS if r[2][0] == "fio"]:
-            if test not in tests or any(w["test"] == test and w["transport"] == t
-                                        for w in waiting):
-                continue
+        # and the CPU the FUSE daemon and nbdkit spent per I/O and per byte.
+        fio_tests = []
+        for row in ROWS:
+            if (row[2][0] == "fio" and row[1] in tests and row[1] not in fio_tests
+                    and (t != "tls" or row[1] in TLS_TARGETS)):
+                fio_tests.append(row[1])
+        for test in fio_tests:
+            per = "GiB" if test.startswith("seq-") else "100k I/Os"
+            cpu_row = dict(transport=t, test=test, per=per, clients={})
             for c in CLIENTS:
-                w, ios, dcpu, scpu = [], 0, 0.0, 0.0
+                if c in absent:
+                    continue
+                w, ios, nbytes, dcpu, scpu = [], 0, 0, 0.0, 0.0
                 for path in glob.glob(os.path.join(raw, t, test, c + "-*.json")):
                     base = path[:-len(".json")]
                     try:
@@ -190,6 +269,7 @@ def main():
                     except Exception:   # failed run: already in problems
                         continue
                     ios += job["read"]["total_ios"] + job["write"]["total_ios"]
+                    nbytes += job["read"]["io_bytes"] + job["write"]["io_bytes"]
                     dcpu += cpu["daemon_cpu_s"]
                     scpu += cpu["server_cpu_s"]
                     if os.path.exists(base + ".waiting"):
@@ -197,21 +277,31 @@ def main():
                             w += [int(x) for x in f.read().split() if x.isdigit()]
                 if ios == 0:
                     continue
+                daemon = c != "ceiling"   # the ceiling's client is fio itself
                 waiting.append(dict(
                     transport=t, test=test, client=c,
                     waiting_mean=statistics.mean(w) if w else None,
                     waiting_max=max(w) if w else None,
-                    daemon_cpu_us_per_io=dcpu * 1e6 / ios if c != "ceiling" else None,
+                    daemon_cpu_us_per_io=dcpu * 1e6 / ios if daemon else None,
                     server_cpu_us_per_io=scpu * 1e6 / ios))
+                unit = nbytes / 2.0 ** 30 if per == "GiB" else ios / 1e5
+                if unit > 0:
+                    cpu_row["clients"][c] = dict(
+                        daemon_cpu_s=dcpu / unit if daemon else None,
+                        server_cpu_s=scpu / unit)
+            if cpu_row["clients"]:
+                cpu_rows.append(cpu_row)
 
-    labels = {"unix": "Unix socket", "tcp": "TCP loopback"}
+    labels = {"unix": "Unix socket", "tcp": "TCP loopback",
+              "tls": "TLS (X.509, TCP loopback)"}
     md = []
     md.append("# nbdfs benchmark")
     md.append("")
-    md.append("nbdfs %s, %s, %s, %d CPUs; %s; %s; %s; %s." % (
+    md.append("nbdfs %s, %s, %s, %d CPUs; %s; %s (this host); %s; %s; %s." % (
         a.nbdfs_rev, platform.system(), platform.release(), os.cpu_count(),
-        tool_version(["nbdkit", "--version"]),
-        tool_version(["nbdfuse", "--version"]),
+        tool_version(["nbdkit", "--version"]), v14,
+        ("%s (Debian 13 tree, its own libnbd, libfuse and gnutls)" % v22) if v22
+        else "nbdfuse from Debian 13: not run",
         tool_version(["fio", "--version"]),
         tool_version(["nbdcopy", "--version"])))
     md.append("")
@@ -222,32 +312,48 @@ def main():
                   a.size, a.runs, a.runtime, a.files, a.elapsed, a.load))
     md.append("Ceiling = no FUSE: fio's nbd engine (libnbd) for fio rows, "
               "nbdcopy for dd rows, a loop device on a RAM file (no NBD) for "
-              "real-use. Targets compare nbdfs/nbdfuse. Every client uses %s "
-              "connections (-C %s passed to nbdfs, nbdfuse and nbdcopy; fio's "
-              "nbd engine opens one per job, so ceiling rows with a total queue "
-              "depth >= %s run %s jobs sharing it). A verdict is refused when "
-              "any sample of its row failed or the 1-minute load average "
+              "real-use. Targets compare nbdfs with each nbdfuse (nbdfs/%s and "
+              "nbdfs/%s) and are met only if met against every one present. "
+              "Every client uses %s connections (-C %s passed to nbdfs, both "
+              "nbdfuse and nbdcopy; fio's nbd engine opens one per job, so "
+              "ceiling rows with a total queue depth >= %s run %s jobs sharing "
+              "it). Mount time: from starting the client (nbdfs -f, in the "
+              "foreground like nbdfuse) until a stat of its file gives the "
+              "export size, polled every millisecond. A verdict is refused "
+              "when any sample of its row failed or the 1-minute load average "
               "exceeded the %d CPUs during one; 'load' is the range seen over "
-              "the row's samples." % (a.conns, a.conns, a.conns, a.conns, cpus))
+              "the row's samples." % (label["nbdfuse"], label["nbdfuse13"],
+                                      a.conns, a.conns, a.conns, a.conns, cpus))
     ra = []
     for t in transports:
-        for c in ("nbdfs", "nbdfuse"):
-            try:
-                with open(os.path.join(raw, "%s-%s.readahead_kb" % (t, c))) as f:
-                    ra.append("%s %s %s KiB" % (t, c, f.read().strip()))
-            except OSError:
-                ra.append("%s %s unknown" % (t, c))
+        for c in ("nbdfs", "nbdfuse", "nbdfuse13"):
+            if c in absent_of[t]:
+                continue
+            v = read_text(os.path.join(raw, "%s-%s.readahead_kb" % (t, c)))
+            ra.append("%s %s %s" % (t, c, (v + " KiB") if v else "unknown"))
     md.append("")
     md.append("Readahead of each FUSE mount (bdi read_ahead_kb, as the client "
               "set it up): %s. The row \"dd-read (same readahead)\" runs with "
-              "nbdfuse's set to nbdfs's." % "; ".join(ra))
+              "each nbdfuse's set to nbdfs's." % "; ".join(ra))
     for t in transports:
         md.append("")
         md.append("## %s" % labels.get(t, t))
         md.append("")
-        md.append("| test | unit | nbdfs | nbdfuse | ceiling | nbdfs/nbdfuse "
-                  "| nbdfs/ceiling | target | met? | load |")
-        md.append("|---|---|---:|---:|---:|---:|---:|---|---|---|")
+        for c, why in sorted(absent_of[t].items()):
+            md.append("- %s: n/a: %s." % (label[c], why.rstrip(".")))
+        if t == "tls":
+            md.append("- " + read_text(os.path.join(raw, "ktls.txt"),
+                                       "Kernel TLS (KTLS): not recorded."))
+            md.append("- Targets: random 4 KiB >= 2x, every sequential row "
+                      ">= 1.2x (against nbdfuse 1.22).")
+        if absent_of[t] or t == "tls":
+            md.append("")
+        md.append("| test | unit | nbdfs | %s | %s | ceiling | nbdfs/%s "
+                  "| nbdfs/%s | nbdfs/ceiling | target | met? | load |" % (
+                      label["nbdfuse"], label["nbdfuse13"],
+                      label["nbdfuse"].replace("nbdfuse ", ""),
+                      label["nbdfuse13"].replace("nbdfuse ", "")))
+        md.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
         for r in rows:
             if r["transport"] != t:
                 continue
@@ -261,11 +367,53 @@ def main():
             tgt = "—" if r["target"] is None else r["target"].replace(">=", "≥").replace("<=", "≤") + "×"
             load = "—" if r["load_max"] is None else "%.2f–%.2f" % (
                 r["load_min"], r["load_max"])
-            md.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            def cell(c, v):
+                return "—" if c == "ceiling" and "ceiling" in r["not_applicable"] \
+                    and "ceiling" not in absent_of[t] else fmt(v, r["unit"])
+            def rcell(c, v):
+                return "—" if c == "ceiling" and "ceiling" in r["not_applicable"] \
+                    and "ceiling" not in absent_of[t] else fmt(v)
+            md.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 r["test"], r["unit"], fmt(m["nbdfs"], r["unit"]),
-                fmt(m["nbdfuse"], r["unit"]), fmt(m["ceiling"], r["unit"]),
-                fmt(r["nbdfs_over_nbdfuse"]), fmt(r["nbdfs_over_ceiling"]),
-                tgt, met, load))
+                fmt(m["nbdfuse"], r["unit"]), fmt(m["nbdfuse13"], r["unit"]),
+                cell("ceiling", m["ceiling"]),
+                fmt(r["nbdfs_over_nbdfuse"]), fmt(r["nbdfs_over_nbdfuse13"]),
+                rcell("ceiling", r["nbdfs_over_ceiling"]), tgt, met, load))
+        judged = [r for r in rows if r["transport"] == t and r["target"]]
+        if judged:
+            md.append("")
+            md.append("%d of %d targets met (%d refused)." % (
+                sum(1 for r in judged if r["met"]), len(judged),
+                sum(1 for r in judged if r["refused"])))
+    def f1(v, pat="%.1f"):
+        return "—" if v is None else pat % v
+    if cpu_rows:
+        md.append("")
+        md.append("## CPU per GiB and per 100k I/Os (fio rows)")
+        md.append("")
+        md.append("CPU seconds (user + system, all threads, all runs) of each "
+                  "client's FUSE daemon / of nbdkit serving it, per GiB moved "
+                  "(sequential rows) or per 100k I/Os (random and latency rows: "
+                  "the CPU it takes to sustain 100k IOPS for a second). On a "
+                  "2-core machine the CPU is the limit.")
+        md.append("")
+        md.append("| section | test | per | %s |" % " | ".join(
+            "%s daemon / nbdkit" % label[c] if c != "ceiling"
+            else "ceiling: nbdkit" for c in CLIENTS))
+        md.append("|---|---|---|%s" % ("---:|" * len(CLIENTS)))
+        for cr in cpu_rows:
+            cells = []
+            for c in CLIENTS:
+                x = cr["clients"].get(c)
+                if x is None:
+                    cells.append("n/a")
+                elif c == "ceiling":
+                    cells.append(f1(x["server_cpu_s"], "%.2f"))
+                else:
+                    cells.append("%s / %s" % (f1(x["daemon_cpu_s"], "%.2f"),
+                                              f1(x["server_cpu_s"], "%.2f")))
+            md.append("| %s | %s | %s | %s |" % (cr["transport"], cr["test"],
+                                                 cr["per"], " | ".join(cells)))
     if waiting:
         md.append("")
         md.append("## Where the time goes (fio rows)")
@@ -277,11 +425,9 @@ def main():
         md.append("| transport | test | client | waiting mean | waiting max "
                   "| daemon CPU µs/IO | nbdkit CPU µs/IO |")
         md.append("|---|---|---|---:|---:|---:|---:|")
-        def f1(v, pat="%.1f"):
-            return "—" if v is None else pat % v
         for w in waiting:
             md.append("| %s | %s | %s | %s | %s | %s | %s |" % (
-                w["transport"], w["test"], w["client"], f1(w["waiting_mean"]),
+                w["transport"], w["test"], label[w["client"]], f1(w["waiting_mean"]),
                 f1(w["waiting_max"], "%d"), f1(w["daemon_cpu_us_per_io"]),
                 f1(w["server_cpu_us_per_io"])))
     if problems:
@@ -298,7 +444,9 @@ def main():
     sys.stdout.write(text)
 
     with open(os.path.join(a.out, "results.json"), "w") as f:
-        json.dump(dict(settings=vars(a), rows=rows, fuse_waiting=waiting,
+        json.dump(dict(settings=vars(a), labels=label, absent=absent_of,
+                       ktls=read_text(os.path.join(raw, "ktls.txt")) or None,
+                       rows=rows, cpu_per_unit=cpu_rows, fuse_waiting=waiting,
                        problems=problems), f, indent=2)
 
     # Chart: speed-up of nbdfs, oriented so that higher is always better
@@ -308,16 +456,18 @@ def main():
             return float("nan")
         return x if higher else 1.0 / x
     with open(os.path.join(a.out, "chart.dat"), "w") as f:
-        f.write("# label vs_nbdfuse vs_ceiling target\n")
+        f.write("# label vs_nbdfuse vs_nbdfuse13 vs_ceiling target\n")
         for r in rows:
             tgt = float("nan")
             if r["target"]:
                 op, want = r["target"].split()
                 tgt = float(want) if op == ">=" else 1.0 / float(want)
-            label = "%s %s" % (r["transport"], r["test"].split(" (")[0])
-            f.write('"%s" %s %s %s\n' % (
-                label,
+            label_ = "%s %s" % (r["transport"], r["test"].replace(
+                " (same readahead)", " same-ra").split(" (")[0])
+            f.write('"%s" %s %s %s %s\n' % (
+                label_,
                 speedup(r["nbdfs_over_nbdfuse"], r["higher_is_better"]),
+                speedup(r["nbdfs_over_nbdfuse13"], r["higher_is_better"]),
                 speedup(r["nbdfs_over_ceiling"], r["higher_is_better"]),
                 tgt))
 

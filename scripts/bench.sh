@@ -1,23 +1,45 @@
 #!/usr/bin/env bash
-# nbdfs benchmark: nbdfs FUSE mode against nbdfuse and a no-FUSE ceiling,
-# all three against the same nbdkit memory server, in one interleaved run.
+# nbdfs benchmark: nbdfs FUSE mode against two nbdfuse versions and a
+# no-FUSE ceiling, all against the same nbdkit memory server, interleaved.
 #
 #   scripts/bench.sh [--quick] [--runs N] [--runtime S] [--size SIZE]
-#                    [--transport unix|tcp|both] [--files N] [--out DIR]
-#                    [--tests LIST]
+#                    [--transport unix|tcp|both|tls] [--no-tls] [--files N]
+#                    [--out DIR] [--tests LIST]
 #
 # Clients ("columns"), each with CONNS (4) connections to the server:
-#   nbdfs    $NBDFS -C 4 ADDRESS MNT (FUSE), the export as MNT/disk
-#   nbdfuse  libnbd's nbdfuse -C 4 MNT/disk URI (FUSE)
+#   nbdfs      $NBDFS -f -C 4 ADDRESS MNT (FUSE), the export as MNT/disk
+#   nbdfuse    this host's nbdfuse (libnbd 1.14 on Debian 12) -C 4 MNT/disk URI
+#   nbdfuse13  nbdfuse 1.22 from the Debian 13 tree scripts/check-debian13.sh
+#              builds ($NBDFS_DEBIAN13_TREE, default /var/cache/nbdfs/debian13),
+#              run on this host through the tree's own dynamic loader and
+#              libraries (so its FUSE mount is an ordinary host mount); the
+#              column is skipped, with a note, when there is no tree
 #   ceiling  no FUSE at all: fio's nbd engine (libnbd; one connection per
 #            job, so its rows run 4 jobs sharing the same total queue depth
 #            whenever that depth is >= 4), nbdcopy (-C 4) for the dd rows,
 #            and a loop device on a RAM file for the real-use row (the host
 #            kernel has no nbd.ko, so no NBD block device here)
 #
+# Sections: Unix socket, TCP loopback, and TLS (unless --no-tls): the same
+# server over TCP loopback with --tls=require and X.509 certificates made
+# at run time (scripts/make-pki.sh), nbdfs against nbdfuse 1.22 on the
+# random and sequential fio rows (nbdfuse 1.14 and fio's nbd engine refuse
+# a tls-certificates directory in a URI: n/a there), and a line saying
+# whether the kernel's TLS (KTLS) carried any of it.
+#
+# Targets (nbdfs / nbdfuse, judged against each nbdfuse present; a target
+# is met only if met against every one): every row at least 1.0x (time and
+# latency rows: at most 1.0x); 1 MiB sequential rows >= 1.2x; random 4 KiB
+# qd32 >= 2.5x; buffered read >= 1.5x, buffered write >= 1.2x; real use
+# <= 0.85x; mount time <= 1.0x. TLS: random >= 2x, sequential >= 1.2x.
+# Mount time: from starting the client (nbdfs in the foreground, -f, like
+# nbdfuse) until a stat of its file gives the export size, polled every
+# millisecond, then unmounted; a fresh mount per sample.
+#
 # Honesty: each FUSE mount's readahead (its bdi read_ahead_kb: nbdfs raises
 # it, nbdfuse keeps the kernel's default) is recorded and shown, and the row
-# dd-read-same-ra repeats dd-read with nbdfuse's readahead set to nbdfs's.
+# dd-read-same-ra repeats dd-read with each nbdfuse's readahead set to
+# nbdfs's.
 # The load average is recorded at every sample; a verdict is refused when
 # the load exceeded the CPU count during any sample of its row, or when any
 # sample of its row failed.
@@ -29,21 +51,21 @@
 # OUT/results.json and a chart in OUT/bench.png (gnuplot).
 #
 # Needs root (drop_caches, loop devices, mount), fio, nbdkit, nbdfuse,
-# nbdcopy, gnuplot, mkfs.ext4, python3 (scripts/install-deps.sh installs
-# them). Cleans up after itself: unmounts, detaches loop devices and kills
+# nbdcopy, gnuplot, mkfs.ext4, python3, certtool (scripts/install-deps.sh
+# installs them). Cleans up after itself: unmounts, detaches loop devices and kills
 # what it started, by PID.
 set -euo pipefail
 
 SRCDIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 : "${NBDFS:=$SRCDIR/nbdfs}"
 
-runs=3 runtime=3 size=1G transport=both files=20000 quick=0
+runs=3 runtime=3 size=1G transport=both files=20000 quick=0 tls=1
 out=$SRCDIR/bench-out
 tests_sel=
 runs_set= runtime_set= size_set= files_set= transport_set=
 
 usage() {
-  sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
   cat <<EOF
 
 Options:
@@ -53,20 +75,25 @@ Options:
   --runtime S      seconds per fio job (default $runtime)
   --size SIZE      export size, also the fio region and the dd length
                    (default $size; suffix K, M or G)
-  --transport T    unix, tcp or both (default both, Unix socket first)
+  --transport T    unix, tcp or both (default both, Unix socket first),
+                   each followed by the TLS section; tls: the TLS section only
+  --no-tls         leave out the TLS section
   --files N        small files in the real-use tree (default $files)
   --tests LIST     comma-separated subset of: $(echo "${ALL_TESTS[*]}" | tr ' ' ,)
   --out DIR        output directory (default bench-out/)
 Environment: NBDFS (default ./nbdfs), NBDFS_OPTS (extra nbdfs options),
-NBDFUSE_OPTS (extra nbdfuse options).
+NBDFUSE_OPTS (extra options for both nbdfuse), NBDFS_DEBIAN13_TREE (the
+Debian 13 tree with nbdfuse 1.22, default /var/cache/nbdfs/debian13).
 EOF
 }
 
 ALL_TESTS=(seq-read-1M-qd1 seq-read-1M-qd16 seq-write-1M-qd1 seq-write-1M-qd16
            rand-read-4k-qd32-j1 rand-read-4k-qd32-j2
            rand-write-4k-qd32-j1 rand-write-4k-qd32-j2
-           lat-read-4k-qd1 dd-read dd-read-same-ra dd-write real-use)
-CLIENTS=(nbdfs nbdfuse ceiling)
+           lat-read-4k-qd1 dd-read dd-read-same-ra dd-write real-use mount-time)
+# The TLS section runs these (of those selected).
+TLS_TESTS=(rand-read-4k-qd32-j1 rand-read-4k-qd32-j2 rand-write-4k-qd32-j1
+           seq-read-1M-qd1 seq-read-1M-qd16 seq-write-1M-qd1 seq-write-1M-qd16)
 CONNS=4     # connections per client, passed explicitly to every one
 
 die() { echo "bench: $*" >&2; exit 1; }
@@ -80,6 +107,7 @@ while [ $# -gt 0 ]; do
     --size) need_arg "$@"; size=$2; size_set=1; shift ;;
     --transport) need_arg "$@"; transport=$2; transport_set=1; shift ;;
     --files) need_arg "$@"; files=$2; files_set=1; shift ;;
+    --no-tls) tls=0 ;;
     --out) need_arg "$@"; out=$2; shift ;;
     --tests) need_arg "$@"; tests_sel=$2; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -102,8 +130,16 @@ case "$transport" in
   unix) transports=(unix) ;;
   tcp) transports=(tcp) ;;
   both) transports=(unix tcp) ;;
-  *) die "--transport takes unix, tcp or both" ;;
+  tls) transports=() ;;
+  *) die "--transport takes unix, tcp, both or tls" ;;
 esac
+if [ "$tls" = 1 ]; then
+  sections=("${transports[@]}" tls)
+elif [ "$transport" = tls ]; then
+  die "--transport tls and --no-tls leave nothing to run"
+else
+  sections=("${transports[@]}")
+fi
 size_bytes=$(numfmt --from=iec "${size^^}" 2>/dev/null) \
   || die "--size '$size': expected a size like 512M or 1G"
 size_mib=$(( size_bytes / 1048576 ))
@@ -122,7 +158,7 @@ fi
 # --- what the machine must have ---------------------------------------
 [ "$(id -u)" = 0 ] || die "run as root (drop_caches, loop devices, mount)"
 for c in fio nbdkit nbdfuse nbdcopy gnuplot mkfs.ext4 losetup python3 \
-         fusermount3 mountpoint numfmt timeout; do
+         fusermount3 mountpoint numfmt timeout flock; do
   command -v "$c" >/dev/null || die "missing $c: run scripts/install-deps.sh"
 done
 [ -c /dev/fuse ] || die "/dev/fuse is missing (modprobe fuse)"
@@ -130,6 +166,11 @@ fio --enghelp=nbd >/dev/null 2>&1 || die "this fio has no nbd engine"
 nbdkit memory --version >/dev/null 2>&1 || die "nbdkit has no memory plugin"
 [ -w /proc/sys/vm/drop_caches ] || die "cannot write /proc/sys/vm/drop_caches"
 [ -x "$NBDFS" ] || echo "bench: $NBDFS not found: the nbdfs column will be n/a" >&2
+if [ "$tls" = 1 ]; then
+  command -v certtool >/dev/null || die "missing certtool: run scripts/install-deps.sh"
+  nbdkit --dump-config 2>/dev/null | grep -q '^tls=yes' \
+    || die "this nbdkit has no TLS support"
+fi
 
 # --- bookkeeping and cleanup (by PID, never by name) --------------------
 # BENCH_TMPDIR / BENCH_SHMDIR move the scratch directories (the smoke
@@ -159,6 +200,7 @@ cleanup() {
       fusermount3 -u "$m" 2>/dev/null || fusermount3 -uz "$m"
     fi
   done
+  [ -s "$tmp/mount-time.pid" ] && pids+=("$(cat "$tmp/mount-time.pid")")
   for p in "${pids[@]}"; do kill_pid "$p"; done
   [ "$fusectl_mounted" = 1 ] && umount /sys/fs/fuse/connections
   rm -rf "$tmp" "$shm"
@@ -232,27 +274,117 @@ PY
 (cd "$shm/tree" && find . -type f -print0 | sort -z | xargs -0 md5sum) > "$tmp/tree.md5"
 truncate -s "$size_bytes" "$shm/ram.img"   # the real-use ceiling's disk
 
+# --- nbdfuse 1.22 from the Debian 13 tree -----------------------------------
+# Run on this host with the tree's own dynamic loader and libraries (libnbd
+# 1.22, libfuse 3.17, gnutls 3.8): no chroot, so its FUSE mount is an
+# ordinary mount that fio, dd and the loop device here use like the others.
+# As root its libfuse mounts with mount(2) itself (no fusermount3 needed);
+# unmounting is the host's fusermount3, as for every mount here.
+tree=${NBDFS_DEBIAN13_TREE:-/var/cache/nbdfs/debian13}
+nbdfuse13=() nbdfuse13_note= nbdfuse13_version=
+tree_ld=
+for f in "$tree"/lib64/ld-linux-*.so.* "$tree"/lib/ld-linux-*.so.*; do
+  [ -e "$f" ] && { tree_ld=$f; break; }
+done
+tree_libs=$tree/usr/lib/$(uname -m)-linux-gnu:$tree/lib/$(uname -m)-linux-gnu
+if [ ! -x "$tree/usr/bin/nbdfuse" ] || [ -z "$tree_ld" ]; then
+  nbdfuse13_note="no Debian 13 tree with nbdfuse at $tree: run scripts/check-debian13.sh --shell true once (as root) to build it"
+else
+  # check-debian13.sh rebuilds the tree under an exclusive lock on this
+  # file (and renames the new tree into place): a shared lock, held to the
+  # end, keeps that from happening under us.
+  exec {tree_lock}>>"$tree.lock"
+  if ! flock -s -n "$tree_lock"; then
+    nbdfuse13_note="the Debian 13 tree at $tree is being rebuilt (scripts/check-debian13.sh holds $tree.lock)"
+  else
+    nbdfuse13=("$tree_ld" --inhibit-cache --library-path "$tree_libs" "$tree/usr/bin/nbdfuse")
+    # (All of its output, then the first line: head would cut the pipe.)
+    nbdfuse13_version=$("${nbdfuse13[@]}" --version 2>&1) || true
+    nbdfuse13_version=${nbdfuse13_version%%$'\n'*}
+    if [[ "$nbdfuse13_version" != "nbdfuse "* ]]; then
+      nbdfuse13_note="nbdfuse from $tree does not run here: $nbdfuse13_version"
+      nbdfuse13=() nbdfuse13_version=
+    fi
+  fi
+fi
+[ -z "$nbdfuse13_note" ] || echo "bench: nbdfuse13 column skipped: $nbdfuse13_note" >&2
+echo "$nbdfuse13_version" > "$out/raw/nbdfuse13.version"
+
+# --- kernel TLS -------------------------------------------------------------
+# Whether gnutls handed any session to the kernel (KTLS) during the TLS
+# section: the kernel counts every TLS socket it set up in /proc/net/tls_stat.
+ktls_sessions() {  # sessions the kernel's TLS has set up so far, or empty
+  [ -r /proc/net/tls_stat ] || return 0
+  awk '$1 ~ /^Tls(Tx|Rx)(Sw|Device)$/ { n += $2 } END { print n + 0 }' /proc/net/tls_stat
+}
+ktls_note() {  # ktls_note SESSIONS-BEFORE SESSIONS-AFTER: one honest line
+  local conf=/etc/gnutls/config gnutls_says
+  if grep -Eqi '^[[:space:]]*ktls[[:space:]]*=[[:space:]]*true' "$conf" 2>/dev/null; then
+    gnutls_says="$conf enables it (ktls = true)"
+  else
+    gnutls_says="gnutls leaves it off unless $conf says ktls = true, and it does not"
+  fi
+  if [ -z "$1" ]; then
+    local why="no /proc/net/tls_stat: the kernel's tls module is not loaded"
+    if zgrep -q '^# CONFIG_TLS is not set' /proc/config.gz 2>/dev/null; then
+      why="the kernel is built without CONFIG_TLS"
+    fi
+    echo "Kernel TLS (KTLS): not used: $why; $gnutls_says. Every TLS record is encrypted and decrypted in user space by gnutls (in nbdkit and in each client)."
+  elif [ "$2" -gt "$1" ]; then
+    echo "Kernel TLS (KTLS): used: the kernel set up $(( $2 - $1 )) TLS socket(s) during the TLS section (/proc/net/tls_stat); $gnutls_says."
+  else
+    echo "Kernel TLS (KTLS): not used: the kernel supports it but set up no TLS socket during the TLS section (/proc/net/tls_stat unchanged); $gnutls_says."
+  fi
+}
+
 # --- server and clients ---------------------------------------------------
-uri= nbdfs_addr= srv_pid=
+uri= uri13= nbdfs_addr= srv_pid= pki=
+nbdfs_tls=()
+read -r -a nbdfs_opts <<< "${NBDFS_OPTS:-}"
+read -r -a nbdfuse_opts <<< "${NBDFUSE_OPTS:-}"
 declare -A client_file client_pid client_conn client_state client_bdi client_ra
 
-start_server() {  # start_server unix|tcp
-  local t=$1 pidf=$tmp/nbdkit-$1.pid
-  # One nbdkit for all three clients; 16 threads so the server is never
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+start_server() {  # start_server unix|tcp|tls
+  local t=$1 pidf=$tmp/nbdkit-$1.pid port
+  # One nbdkit for all the clients; 16 threads so the server is never
   # what limits a queue depth of 32 from two jobs.
   local common=(-P "$pidf" --threads 16 memory "$size_bytes" allocator=malloc)
-  if [ "$t" = unix ]; then
-    nbdkit -U "$tmp/nbd.sock" "${common[@]}"
-    uri="nbd+unix:///?socket=$tmp/nbd.sock"
-  else
-    local port
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    nbdkit -i 127.0.0.1 -p "$port" "${common[@]}"
-    uri="nbd://127.0.0.1:$port/"
-  fi
-  nbdfs_addr=$uri
+  nbdfs_tls=()
+  case "$t" in
+    unix)
+      nbdkit -U "$tmp/nbd.sock" "${common[@]}"
+      uri="nbd+unix:///?socket=$tmp/nbd.sock" ;;
+    tcp)
+      port=$(free_port)
+      nbdkit -i 127.0.0.1 -p "$port" "${common[@]}"
+      uri="nbd://127.0.0.1:$port/" ;;
+    tls)
+      # Certificates made now (CA, server for localhost/127.0.0.1, client).
+      pki=$tmp/pki
+      [ -d "$pki" ] || bash "$SRCDIR/scripts/make-pki.sh" "$pki" >/dev/null \
+        || die "scripts/make-pki.sh failed"
+      port=$(free_port)
+      nbdkit --tls=require --tls-certificates="$pki" \
+        -i 127.0.0.1 -p "$port" "${common[@]}"
+      # nbdfuse 1.22 takes the directory in the URI; 1.14's libnbd refuses
+      # it there (local file access) and, as root, reads only /etc/pki/libnbd.
+      uri=
+      uri13="nbds://127.0.0.1:$port/?tls-certificates=$pki"
+      nbdfs_addr="nbds://127.0.0.1:$port/"
+      nbdfs_tls=(--tls-certificates "$pki") ;;
+  esac
+  [ "$t" = tls ] || { uri13=$uri; nbdfs_addr=$uri; }
   wait_for 20 test -s "$pidf" || die "nbdkit ($t) did not start"
   srv_pid=$(cat "$pidf"); pids+=("$srv_pid")
+  if [ "$t" = tls ]; then
+    wait_for 20 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" \
+      || die "nbdkit ($t) does not listen on 127.0.0.1:$port"
+    return 0   # filled through a client once they are mounted
+  fi
   wait_for 20 nbdinfo --size "$uri" || die "nbdkit ($t) does not answer at $uri"
   # Fill the export once so every client reads allocated, random data.
   nbdcopy --flush "$shm/src.img" "$uri"
@@ -260,6 +392,20 @@ start_server() {  # start_server unix|tcp
 
 stop_server() {
   kill_pid "$srv_pid"
+}
+
+# The TLS server is filled through the first client that mounted (the
+# host's nbdcopy cannot take a certificate directory), O_DIRECT so no
+# client starts with the data in its page cache.
+fill_through_client() {
+  local c
+  for c in "$@"; do
+    [ "${client_state[$c]:-}" = ok ] || continue
+    dd if="$shm/src.img" of="${client_file[$c]}" bs=1M count="$size_mib" \
+      oflag=direct conv=notrunc,fsync status=none \
+      || die "filling the TLS export through $c failed"
+    return 0
+  done
 }
 
 fuse_conn_of() {  # the fusectl directory of the mount at $1, or empty
@@ -270,20 +416,24 @@ fuse_conn_of() {  # the fusectl directory of the mount at $1, or empty
   return 0
 }
 
-start_client() {  # start_client nbdfs|nbdfuse TRANSPORT
-  local c=$1 t=$2 mnt=$tmp/mnt-$1 log=$out/raw/$2-$1.log pid
+client_cmd() {  # client_cmd CLIENT MNT: in $cmd, what mounts the export as MNT/disk
+  case "$1" in
+    nbdfs) cmd=("$NBDFS" -f -n disk -C "$CONNS" "${nbdfs_opts[@]}" "${nbdfs_tls[@]}"
+                "$nbdfs_addr" "$2") ;;
+    nbdfuse) cmd=(nbdfuse -C "$CONNS" "${nbdfuse_opts[@]}" "$2/disk" "$uri") ;;
+    nbdfuse13) cmd=("${nbdfuse13[@]}" -C "$CONNS" "${nbdfuse_opts[@]}" "$2/disk" "$uri13") ;;
+  esac
+}
+
+start_client() {  # start_client nbdfs|nbdfuse|nbdfuse13 SECTION
+  local c=$1 t=$2 mnt=$tmp/mnt-$1 log=$out/raw/$2-$1.log pid cmd
   mkdir -p "$mnt"
-  client_state[$c]=ok
-  if [ "$c" = nbdfs ]; then
-    if [ ! -x "$NBDFS" ]; then
-      client_state[$c]="$NBDFS not built"; return 0
-    fi
-    # shellcheck disable=SC2086
-    "$NBDFS" -f -n disk -C "$CONNS" ${NBDFS_OPTS:-} "$nbdfs_addr" "$mnt" >"$log" 2>&1 &
-  else
-    # shellcheck disable=SC2086
-    nbdfuse -C "$CONNS" ${NBDFUSE_OPTS:-} "$mnt/disk" "$uri" >"$log" 2>&1 &
+  client_state[$c]=ok client_file[$c]= client_pid[$c]= client_conn[$c]= client_bdi[$c]=
+  if [ "$c" = nbdfs ] && [ ! -x "$NBDFS" ]; then
+    client_state[$c]="$NBDFS not built"; return 0
   fi
+  client_cmd "$c" "$mnt"
+  "${cmd[@]}" >"$log" 2>&1 &
   pid=$!
   pids+=("$pid"); fuse_mnts+=("$mnt")
   if ! wait_for 30 test -f "$mnt/disk"; then
@@ -313,13 +463,13 @@ bdi_of() {  # the /sys/class/bdi directory of the mount at $1, or empty
   return 0
 }
 
-stop_client() {  # stop_client nbdfs|nbdfuse
+stop_client() {  # stop_client CLIENT
   local c=$1 mnt=$tmp/mnt-$1
   if mountpoint -q "$mnt"; then
     fusermount3 -u "$mnt" 2>/dev/null || { sleep 1; fusermount3 -uz "$mnt"; }
   fi
   [ -z "${client_pid[$c]:-}" ] || kill_pid "${client_pid[$c]}"
-  client_pid[$c]=
+  client_pid[$c]= client_state[$c]=stopped
 }
 
 client_usable() {  # client_usable CLIENT: is the client mounted and alive?
@@ -331,6 +481,28 @@ client_usable() {  # client_usable CLIENT: is the client mounted and alive?
     return 1
   fi
   return 0
+}
+
+# section_clients SECTION: the clients of a section in $sec_clients (in
+# rotation order); each one left out is named with its reason in
+# OUT/raw/SECTION.absent ("client<TAB>reason"), which the report shows as
+# n/a with the reason instead of as failed samples.
+section_clients() {
+  local t=$1 f=$out/raw/$1.absent
+  : > "$f"
+  if [ "$t" = tls ]; then
+    sec_clients=(nbdfs nbdfuse13)
+    printf 'nbdfuse\t%s\n' "nbdfuse 1.14 cannot use a certificate directory as root (its libnbd refuses tls-certificates in a URI, and as root reads only /etc/pki/libnbd)" >> "$f"
+    printf 'ceiling\t%s\n' "fio's nbd engine (libnbd 1.14) refuses tls-certificates in a URI likewise" >> "$f"
+  else
+    sec_clients=(nbdfs nbdfuse nbdfuse13 ceiling)
+  fi
+  if [ ${#nbdfuse13[@]} -eq 0 ]; then
+    printf 'nbdfuse13\t%s\n' "$nbdfuse13_note" >> "$f"
+    local k keep=()
+    for k in "${sec_clients[@]}"; do [ "$k" = nbdfuse13 ] || keep+=("$k"); done
+    sec_clients=("${keep[@]}")
+  fi
 }
 
 # --- the tests ------------------------------------------------------------
@@ -503,6 +675,26 @@ run_real_use() {  # run_real_use CLIENT RESULT-FILE
   fi
 }
 
+# Mount time: a fresh mount of CLIENT beside its running one, timed from
+# the start until its file gives the export size (scripts/bench-mount-time.py),
+# then unmounted.
+run_mount_time() {  # run_mount_time CLIENT RESULT-FILE
+  local c=$1 res=$2 mnt=$tmp/mt-$1 cmd pidf=$tmp/mount-time.pid
+  mkdir -p "$mnt"
+  fuse_mnts+=("$mnt")
+  client_cmd "$c" "$mnt"
+  timeout -k 5 60 python3 "$SRCDIR/scripts/bench-mount-time.py" "$res" "$pidf" \
+    "${res%.json}.log" "$mnt/disk" "$size_bytes" "$mnt" "${cmd[@]}" \
+    || write_error "$res" "timing the mount failed"
+  # Only if the helper itself was cut short.
+  if [ -s "$pidf" ]; then
+    mountpoint -q "$mnt" && fusermount3 -uz "$mnt"
+    kill_pid "$(cat "$pidf")"
+    rm -f "$pidf"
+  fi
+  return 0
+}
+
 run_one() {  # run_one TEST CLIENT RUN
   local test=$1 c=$2 r=$3 res
   res=$out/raw/$cur_transport/$test/$c-$r.json
@@ -518,6 +710,7 @@ run_one() {  # run_one TEST CLIENT RUN
     dd-read-same-ra) with_same_readahead "$c" run_dd read "$c" "$res" ;;
     dd-write) run_dd write "$c" "$res" ;;
     real-use) run_real_use "$c" "$res" ;;
+    mount-time) run_mount_time "$c" "$res" ;;
     *) run_fio "$test" "$c" "$res" ;;
   esac
   # The 1-minute load average before and after the sample: the report
@@ -529,6 +722,7 @@ run_one() {  # run_one TEST CLIENT RUN
 
 # with_same_readahead CLIENT CMD...: run CMD with every FUSE mount's
 # readahead set to nbdfs's, then put each back as its client set it.
+FUSE_CLIENTS=(nbdfs nbdfuse nbdfuse13)
 with_same_readahead() {
   local c=$1 k ra=${client_ra[nbdfs]:-}; shift
   if ! [[ "$ra" =~ ^[0-9]+$ ]]; then
@@ -536,12 +730,12 @@ with_same_readahead() {
     write_error "${!#}" "no readahead figure for nbdfs to equalise to"
     return 0
   fi
-  for k in nbdfs nbdfuse; do
+  for k in "${FUSE_CLIENTS[@]}"; do
     [ -n "${client_bdi[$k]:-}" ] && echo "$ra" > "${client_bdi[$k]}/read_ahead_kb"
   done
   echo "$ra" > "${res%.json}.readahead_kb"
   "$@"
-  for k in nbdfs nbdfuse; do
+  for k in "${FUSE_CLIENTS[@]}"; do
     [ -n "${client_bdi[$k]:-}" ] && [[ "${client_ra[$k]}" =~ ^[0-9]+$ ]] &&
       echo "${client_ra[$k]}" > "${client_bdi[$k]}/read_ahead_kb"
   done
@@ -551,27 +745,52 @@ with_same_readahead() {
 # --- the run --------------------------------------------------------------
 start=$(date +%s)
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
-for cur_transport in "${transports[@]}"; do
-  echo "bench: $cur_transport: starting nbdkit memory $size and the clients" >&2
+for cur_transport in "${sections[@]}"; do
+  section_clients "$cur_transport"
+  sec_tests=("${tests[@]}")
+  if [ "$cur_transport" = tls ]; then
+    sec_tests=()
+    for t in "${tests[@]}"; do
+      [[ " ${TLS_TESTS[*]} " == *" $t "* ]] && sec_tests+=("$t")
+    done
+    if [ ${#sec_tests[@]} -eq 0 ]; then
+      echo "bench: tls: none of the selected tests is in the TLS section" >&2
+      continue
+    fi
+    ktls0=$(ktls_sessions)
+  fi
+  echo "bench: $cur_transport: starting nbdkit memory $size and ${sec_clients[*]}" >&2
   start_server "$cur_transport"
-  start_client nbdfs "$cur_transport"
-  start_client nbdfuse "$cur_transport"
-  for c in nbdfs nbdfuse; do
+  for c in "${sec_clients[@]}"; do
+    [ "$c" = ceiling ] && continue
+    start_client "$c" "$cur_transport"
     [ "${client_state[$c]}" = ok ] \
       || echo "bench: $cur_transport: $c: ${client_state[$c]}" >&2
   done
-  for test in "${tests[@]}"; do
+  [ "$cur_transport" != tls ] || fill_through_client "${sec_clients[@]}"
+  for test in "${sec_tests[@]}"; do
     echo "bench: $cur_transport: $test" >&2
+    run_clients=()
+    for c in "${sec_clients[@]}"; do
+      # Mount time has no ceiling: there is nothing to mount without FUSE.
+      [ "$test" = mount-time ] && [ "$c" = ceiling ] && continue
+      run_clients+=("$c")
+    done
+    n=${#run_clients[@]}
     for (( r=1; r<=runs; r++ )); do
       # Rotate who goes first, so no client always runs on a cold server.
-      for (( k=0; k<3; k++ )); do
-        run_one "$test" "${CLIENTS[$(( (r - 1 + k) % 3 ))]}" "$r"
+      for (( k=0; k<n; k++ )); do
+        run_one "$test" "${run_clients[$(( (r - 1 + k) % n ))]}" "$r"
       done
     done
   done
-  stop_client nbdfs
-  stop_client nbdfuse
+  for c in "${sec_clients[@]}"; do
+    [ "$c" = ceiling ] || stop_client "$c"
+  done
   stop_server
+  if [ "$cur_transport" = tls ]; then
+    ktls_note "$ktls0" "$(ktls_sessions)" > "$out/raw/ktls.txt"
+  fi
 done
 elapsed=$(( $(date +%s) - start ))
 
@@ -581,7 +800,7 @@ python3 "$SRCDIR/scripts/bench-report.py" "$out" \
   --runs "$runs" --runtime "$runtime" --size "$size" --files "$files" \
   --elapsed "$elapsed" --nbdfs-rev "$nbdfs_rev" \
   --load "$load_start / $(cut -d' ' -f1-3 /proc/loadavg)" --conns "$CONNS" \
-  --transports "${transports[*]}" --tests "${tests[*]}"
+  --transports "${sections[*]}" --tests "${tests[*]}"
 # (gnuplot warns about a series with no points, e.g. nbdfs n/a: logged.)
 gnuplot -e "datafile='$out/chart.dat'; outfile='$out/bench.png'" \
   "$SRCDIR/scripts/bench-chart.gp" 2>"$out/gnuplot.log" \
