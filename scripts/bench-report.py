@@ -243,6 +243,7 @@ def main():
                              median=med, nbdfs_over_nbdfuse=r["nbdfuse"],
                              nbdfs_over_nbdfuse13=r["nbdfuse13"],
                              nbdfs_over_ceiling=r_ceil, not_applicable=na,
+                             baselines=baselines,
                              target=("%s %.2f" % target) if target else None,
                              met=met, refused=refused, failed_samples=failed,
                              load_min=load_lo, load_max=load_hi))
@@ -360,6 +361,8 @@ def main():
             m = r["median"]
             if r["target"] is None:
                 met = "—"
+            elif not r["baselines"]:
+                met = "n/a"     # no nbdfuse in this section to judge against
             elif r["refused"]:
                 met = "refused: " + r["refused"]
             else:
@@ -379,7 +382,8 @@ def main():
                 cell("ceiling", m["ceiling"]),
                 fmt(r["nbdfs_over_nbdfuse"]), fmt(r["nbdfs_over_nbdfuse13"]),
                 rcell("ceiling", r["nbdfs_over_ceiling"]), tgt, met, load))
-        judged = [r for r in rows if r["transport"] == t and r["target"]]
+        judged = [r for r in rows if r["transport"] == t and r["target"]
+                  and r["baselines"]]
         if judged:
             md.append("")
             md.append("%d of %d targets met (%d refused)." % (
