@@ -161,6 +161,15 @@ parse_args (int argc, char **argv, NbdfsCli *cli, GError **error)
       : timeout;
     cli->pool.reconnect = reconnect < 0 ? NBDFS_FUSE_DEFAULT_RECONNECT
       : reconnect;
+    /* Connections on demand (nbdclient/pool-grow.c): a mount opens one,
+     * -C N is the most. Kernel mode hands all N to nbd.ko at attach
+     * (kernelattach/sockets.c, not the pool). NBDFS_IDLE_CLOSE_MS is for
+     * tests: how long an extra connection may idle before it is closed
+     * (default 30 s). */
+    cli->pool.on_demand = TRUE;
+    const char *idle = g_getenv ("NBDFS_IDLE_CLOSE_MS");
+    if (idle)
+      cli->pool.idle_close_ms = (unsigned) g_ascii_strtoull (idle, NULL, 10);
   }
   cli->pool.read_only = read_only;
   cli->nbd.handshake_timeout = handshake_timeout;

@@ -97,10 +97,11 @@ nbdc_pool_wb_err_check (NbdPool *pool, unsigned *sample)
  * one flush covers the others' writes only if they are still there. */
 typedef struct {
   NbdPool *pool;
-  NbdcParent *parent;
+  NbdcDoneFn done;            /* then called with err */
+  void *opaque;
   unsigned n;
   struct {
-    NbdConn *conn;            /* the connection it covers */
+    guint64 serial;           /* the connection it covers (its slot's) */
     guint64 writes, bytes;    /* what was unflushed there when sent */
   } covers[];
 } FlushPart;
@@ -114,7 +115,7 @@ flush_part_done (void *opaque, int err)
   /* Success covers what was acknowledged before it was sent; on failure
    * it all stays for the next flush. */
   for (unsigned i = 0; !err && i < f->n; i++) {
-    if (f->covers[i].writes == 0 || CONN (pool, i) != f->covers[i].conn)
+    if (f->covers[i].writes == 0 || pool->serial[i] != f->covers[i].serial)
       continue;
     pool->unflushed_writes[i] -= MIN (f->covers[i].writes,
                                       pool->unflushed_writes[i]);
@@ -122,7 +123,7 @@ flush_part_done (void *opaque, int err)
                                      pool->unflushed_bytes[i]);
   }
   g_mutex_unlock (&pool->lock);
-  pool_parent_part_done (f->parent, err);
+  f->done (f->opaque, err);
   g_free (f);
 }
 
@@ -155,18 +156,23 @@ pool_flush_since (NbdPool *pool, guint since, NbdcDoneFn done, void *opaque)
   FlushCheck *fc = g_new (FlushCheck, 1);
   *fc = (FlushCheck) { pool, since, done, opaque };
   NbdcParent *p = pool_parent_new (pool, flush_checked, fc);
-  FlushPart *f = g_malloc0 (sizeof *f + pool->n * sizeof f->covers[0]);
+  /* (cap: pool->n may grow before the lock is taken.) */
+  FlushPart *f = g_malloc0 (sizeof *f + pool->cap * sizeof f->covers[0]);
   int first_dirty = -1;
+  NbdConn *dirty_conn = NULL;
   g_mutex_lock (&pool->lock);
   f->pool = pool;
-  f->parent = p;
+  f->done = pool_parent_part_done;
+  f->opaque = p;
   f->n = pool->n;
   for (unsigned i = 0; i < pool->n; i++) {
-    f->covers[i].conn = CONN (pool, i);
+    f->covers[i].serial = pool->serial[i];
     f->covers[i].writes = pool->unflushed_writes[i];
     f->covers[i].bytes = pool->unflushed_bytes[i];
-    if (f->covers[i].writes > 0 && first_dirty < 0)
+    if (f->covers[i].writes > 0 && first_dirty < 0) {
       first_dirty = i;
+      dirty_conn = pool->conns[i];
+    }
   }
   g_mutex_unlock (&pool->lock);
   if (first_dirty < 0) {
@@ -177,15 +183,42 @@ pool_flush_since (NbdPool *pool, guint since, NbdcDoneFn done, void *opaque)
     return;
   }
   /* Any live connection will do: the least loaded answers soonest. With
-   * none alive, a dirty one's reconnect (or EIO) decides. */
-  int i = pool_pick (pool);
-  if (i < 0)
-    i = first_dirty;
+   * none alive, a dirty one's reconnect (or EIO) decides: that slot holds
+   * a dead connection (a slot with unflushed writes is never emptied; a
+   * reconnect retires, never frees, what it replaces). */
+  NbdConn *conn;
+  guint64 serial;
+  int i = pool_pick (pool, &conn, &serial);
   pool_parent_add (p);
   NbdcCmd cmd = { .type = NBD_CMD_FLUSH, .done = flush_part_done,
                   .opaque = f };
-  nbdc_conn_submit (CONN (pool, i), &cmd);
+  nbdc_conn_submit (i >= 0 ? conn : dirty_conn, &cmd);
+  if (i >= 0)
+    pool_unpick (pool, i);
   pool_parent_release (p);
+}
+
+int
+pool_flush_slot_sync (NbdPool *pool, unsigned i, NbdConn *conn)
+{
+  if (!(pool->exp.eflags & NBD_FLAG_SEND_FLUSH))
+    return 0;
+  FlushPart *f = g_malloc0 (sizeof *f + pool->cap * sizeof f->covers[0]);
+  SyncWait w;
+  SYNC_INIT (w);
+  f->pool = pool;
+  f->done = pool_sync_done;
+  f->opaque = &w;
+  g_mutex_lock (&pool->lock);
+  f->n = i + 1;
+  f->covers[i].serial = pool->serial[i];
+  f->covers[i].writes = pool->unflushed_writes[i];
+  f->covers[i].bytes = pool->unflushed_bytes[i];
+  g_mutex_unlock (&pool->lock);
+  NbdcCmd cmd = { .type = NBD_CMD_FLUSH, .done = flush_part_done,
+                  .opaque = f };
+  nbdc_conn_submit (conn, &cmd);
+  return pool_sync_wait (&w);
 }
 
 void

@@ -31,12 +31,54 @@ struct NbdPool {
   gint big_effect_refused;    /* atomic: the server refused an effect
                                  length over 1 GiB (blocksize.c) */
   uint32_t max_payload;       /* multiple of min_block, <= 32 MiB */
-  unsigned n;                 /* slots in conns (grows during open only) */
-  NbdConn **conns;            /* slots swapped under lock (reconnect),
-                                 read with g_atomic_pointer_get (CONN) */
+  unsigned cap;               /* slots in conns (and in every per-slot
+                                 array): the most connections, -C N or
+                                 4 under CAN_MULTI_CONN */
+  gboolean on_demand;         /* cfg.on_demand with cap > 1: extras are
+                                 opened and closed by the manager */
+  gint64 idle_us;             /* on demand: an extra unused this long is
+                                 closed */
 
   GMutex lock;
   GCond cond;                 /* with lock: outstanding fell to 0 */
+  /* The connections. pool->lock guards the array and n: a slot changes
+   * under it (a reconnect swaps in a new connection, the manager puts an
+   * extra in an empty slot or empties an idle one), and slots are read
+   * under it (pool_pick and every scan). A slot's connection may be used
+   * without the lock by a thread that holds a pick on that slot
+   * (pool_pick .. pool_unpick: the manager never empties a slot with
+   * users), and by anyone once the pool is aborted or closing (slots are
+   * then only emptied by pool_free, after the manager is joined). A
+   * connection taken out of a slot by a reconnect is retired (freed at
+   * close), so a stale pointer read before the swap stays valid. */
+  unsigned n;                 /* lock: slots used so far (<= cap); a slot
+                                 below n is NULL while empty (an idle
+                                 extra closed, or never opened) */
+  NbdConn **conns;            /* cap slots; CONN() reads one atomically */
+  guint64 *serial;            /* lock: per slot, which connection is in it
+                                 (new_serial at every change): what writes
+                                 and flushes were counted against */
+  guint64 next_serial;        /* lock */
+  gint *users;                /* per slot: picks not yet released (raised
+                                 under lock, dropped atomically) */
+  gint *tracking;             /* per slot: WriteTracks naming it whose
+                                 done has not run (atomic; dropped under
+                                 lock with the count it adds): a reply
+                                 leaves the connection's load before its
+                                 done runs, and the manager must not take
+                                 that for idle */
+  gint64 *last_used;          /* lock: per slot, monotonic us of its last
+                                 pick (the manager's idle clock) */
+  gboolean *retiring;         /* lock: per slot, the manager is closing
+                                 it: not picked */
+  unsigned open_slots;        /* lock: slots holding a connection */
+  gboolean grow_wanted;       /* lock: pool_pick asks the manager for one
+                                 more connection */
+  gint64 grow_after;          /* lock: monotonic us; no growth before
+                                 (backoff after a failed open) */
+  GCond mgr_cond;             /* with lock: wakes the manager */
+  GThread *manager;           /* on demand (joined without the lock once
+                                 closing) */
   /* Per connection slot (lock): writes acknowledged on the connection
    * now in the slot and not yet covered by a successful flush
    * (pool-flush.c "Durability"). */
@@ -109,8 +151,9 @@ void pool_parent_release (NbdcParent *p);
  * against the connection that acknowledged it (pool-flush.c). */
 typedef struct {
   NbdPool *pool;
-  unsigned idx;               /* the slot and connection it was last */
-  NbdConn *conn;              /* submitted on (pool_resubmit updates) */
+  unsigned idx;               /* the slot and the serial of the */
+  guint64 serial;             /* connection it was last submitted on
+                                 (pool_resubmit updates) */
   uint32_t count;
   NbdcDoneFn done;
   void *opaque;
@@ -134,10 +177,19 @@ void pool_record_loss_locked (NbdPool *pool, const char *conn_name,
                               guint64 writes, guint64 bytes, const char *why);
 void pool_flush_since (NbdPool *pool, guint since, NbdcDoneFn done,
                        void *opaque);
+/* NBD_CMD_FLUSH on the connection in slot i (the caller keeps it there),
+ * covering what was unflushed on it; waits. 0 or errno. */
+int pool_flush_slot_sync (NbdPool *pool, unsigned i, NbdConn *conn);
 
 /* pool-send.c */
 void pool_write_tracked (void *opaque, int err);
-int pool_pick (NbdPool *pool);
+/* The least-loaded live connection (ties round-robin), or -1 if none.
+ * The caller then holds a pick on the slot: its connection (*conn, with
+ * its *serial) stays there, usable without the lock, until
+ * pool_unpick. On demand, asks the manager for one more connection when
+ * every live one is busy (pool-grow.c). */
+int pool_pick (NbdPool *pool, NbdConn **conn, guint64 *serial);
+void pool_unpick (NbdPool *pool, int i);
 
 /* pool-sync.c */
 void pool_sync_done (void *opaque, int err);
@@ -152,6 +204,14 @@ void pool_salvage (void *opaque, NbdConn *conn, const NbdcCmd *cmd);
 /* No live connection and no reconnect under way: maybe try once more. */
 void pool_probe (NbdPool *pool);
 void pool_conn_dead (void *opaque, NbdConn *conn);
+
+/* pool-grow.c: connections on demand */
+void pool_manager_start (NbdPool *pool);
+/* pool->lock held: call when pool_pick found every live connection
+ * with best_load requests or more. */
+void pool_maybe_grow_locked (NbdPool *pool, unsigned best_load);
+/* pool->lock held: a fresh serial for a connection put in a slot. */
+guint64 pool_new_serial_locked (NbdPool *pool);
 
 /* pool.c */
 NbdConn *pool_conn_new (NbdPool *pool, NbdTransport *t, const NbdExport *exp,

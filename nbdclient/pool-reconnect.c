@@ -58,7 +58,9 @@ pool_weaker (NbdPool *pool, const NbdExport *e)
 void
 pool_resubmit (NbdPool *pool, const NbdcCmd *cmd)
 {
-  int i = pool_pick (pool);
+  NbdConn *conn;
+  guint64 serial;
+  int i = pool_pick (pool, &conn, &serial);
   if (i < 0) {
     if (!pool_park (pool, cmd, FALSE)) {
       cmd->done (cmd->opaque, EIO);
@@ -66,14 +68,16 @@ pool_resubmit (NbdPool *pool, const NbdcCmd *cmd)
     }
     return;
   }
-  NbdConn *conn = CONN (pool, i);
   if (cmd->done == pool_write_tracked) {
     /* Its acknowledgement will come from this connection. */
     WriteTrack *w = cmd->opaque;
+    g_atomic_int_inc (&pool->tracking[i]);
+    g_atomic_int_add (&pool->tracking[w->idx], -1);
     w->idx = i;
-    w->conn = conn;
+    w->serial = serial;
   }
   nbdc_conn_submit (conn, cmd);
+  pool_unpick (pool, i);
 }
 
 typedef struct {
@@ -166,12 +170,15 @@ pool_reopen (NbdPool *pool, unsigned i, gboolean probe, GError **error)
   NbdConn *c = pool_conn_new (pool, t, &e, i);
   nbdc_export_clear (&e);
   g_mutex_lock (&pool->lock);
-  gboolean take = !pool->aborted
+  /* (A slot being reconnected holds its dead connection: only an alive
+   * one is emptied by the manager. The prober skips empty slots.) */
+  gboolean take = !pool->aborted && pool->conns[i] != NULL
     && (!probe || (!pool->closing && pool->reconnecting == 0
-                   && !nbdc_conn_is_alive (CONN (pool, i))));
+                   && !nbdc_conn_is_alive (pool->conns[i])));
   if (take) {
-    g_ptr_array_add (pool->retired, CONN (pool, i));
+    g_ptr_array_add (pool->retired, pool->conns[i]);
     g_atomic_pointer_set (&pool->conns[i], c);
+    pool->serial[i] = pool_new_serial_locked (pool);
   }
   g_mutex_unlock (&pool->lock);
   if (!take) {
@@ -290,13 +297,17 @@ static gpointer
 pool_probe_thread (gpointer data)
 {
   NbdPool *pool = data;
-  for (unsigned i = 0; i < pool->n; i++) {
+  for (unsigned i = 0;; i++) {
     g_mutex_lock (&pool->lock);
-    gboolean stop = pool->closing || pool->cut_at || pool->reconnecting > 0;
+    gboolean stop = pool->closing || pool->cut_at || pool->reconnecting > 0
+      || i >= pool->n;
+    /* An empty slot (an idle extra closed) is not a lost connection. */
+    gboolean skip = !stop && (pool->conns[i] == NULL
+                              || nbdc_conn_is_alive (pool->conns[i]));
     g_mutex_unlock (&pool->lock);
     if (stop)
       break;
-    if (nbdc_conn_is_alive (CONN (pool, i)))
+    if (skip)
       continue;
     GError *error = NULL;
     Reopen r = pool_reopen (pool, i, TRUE, &error);
@@ -343,8 +354,10 @@ pool_conn_dead (void *opaque, NbdConn *conn)
   NbdPool *pool = opaque;
   g_mutex_lock (&pool->lock);
   int idx = -1;
+  /* Not found: an idle extra the manager took out of its slot (closed
+   * cleanly, nothing unflushed): not a loss, nothing to reconnect. */
   for (unsigned i = 0; i < pool->n; i++)
-    if (CONN (pool, i) == conn)
+    if (pool->conns[i] == conn)
       idx = i;
   /* Before its requests are salvaged or failed (conn.c calls us first),
    * so a flush that was on it already sees the loss. */
@@ -363,8 +376,8 @@ pool_conn_dead (void *opaque, NbdConn *conn)
    * (maybe idle, keeping it waiting) say goodbye too. */
   if (nbdc_conn_saw_eshutdown (conn))
     for (unsigned i = 0; i < pool->n; i++)
-      if ((int) i != idx)
-        nbdc_conn_soft_disconnect (CONN (pool, i), "the server is shutting "
+      if ((int) i != idx && pool->conns[i])
+        nbdc_conn_soft_disconnect (pool->conns[i], "the server is shutting "
                                    "down (NBD_ESHUTDOWN on another "
                                    "connection)");
   GThread *prev = pool->rethreads[idx];

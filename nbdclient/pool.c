@@ -18,9 +18,11 @@ unsigned
 nbdc_pool_connections (NbdPool *pool)
 {
   unsigned n = 0;
+  g_mutex_lock (&pool->lock);
   for (unsigned i = 0; i < pool->n; i++)
-    if (nbdc_conn_is_alive (CONN (pool, i)))
+    if (pool->conns[i] && nbdc_conn_is_alive (pool->conns[i]))
       n++;
+  g_mutex_unlock (&pool->lock);
   return n;
 }
 
@@ -30,20 +32,30 @@ pool_free (NbdPool *pool)
   g_mutex_lock (&pool->lock);
   pool->closing = TRUE;
   g_cond_broadcast (&pool->recond);
+  g_cond_broadcast (&pool->mgr_cond);
   g_mutex_unlock (&pool->lock);
+  /* The manager first: after it, nothing fills or empties a slot. */
+  if (pool->manager)
+    g_thread_join (pool->manager);
   for (unsigned i = 0; i < pool->n; i++)
     if (pool->rethreads[i])
       g_thread_join (pool->rethreads[i]);
   if (pool->prober)
     g_thread_join (pool->prober);
   for (unsigned i = 0; i < pool->n; i++)
-    nbdc_conn_free (CONN (pool, i));
+    nbdc_conn_free (CONN (pool, i));   /* NULL (an empty slot) is fine */
   for (guint i = 0; i < pool->retired->len; i++)
     nbdc_conn_free (pool->retired->pdata[i]);
   g_ptr_array_free (pool->retired, TRUE);
   g_free (pool->rethreads);
   g_cond_clear (&pool->recond);
+  g_cond_clear (&pool->mgr_cond);
   g_free (pool->conns);
+  g_free (pool->serial);
+  g_free (pool->users);
+  g_free (pool->tracking);
+  g_free (pool->last_used);
+  g_free (pool->retiring);
   g_free (pool->unflushed_writes);
   g_free (pool->unflushed_bytes);
   nbdc_export_clear (&pool->exp);
@@ -124,16 +136,40 @@ nbdc_pool_open (const NbdcOptions *opts, const NbdcPoolConfig *cfg,
                G_GUINT64_FORMAT " bytes cannot be addressed; using %"
                G_GUINT64_FORMAT " bytes", first.size, min,
                first.size - pool->size, pool->size);
+  pool->cap = n;
+  pool->on_demand = cfg->on_demand && n > 1;
+  pool->idle_us = (gint64) (cfg->idle_close_ms ? cfg->idle_close_ms
+                            : 30000) * 1000;
   pool->conns = g_new0 (NbdConn *, n);
+  pool->serial = g_new0 (guint64, n);
+  pool->users = g_new0 (gint, n);
+  pool->tracking = g_new0 (gint, n);
+  pool->last_used = g_new0 (gint64, n);
+  pool->retiring = g_new0 (gboolean, n);
   pool->unflushed_writes = g_new0 (guint64, n);
   pool->unflushed_bytes = g_new0 (guint64, n);
   g_queue_init (&pool->ranges);
   g_cond_init (&pool->recond);
+  g_cond_init (&pool->mgr_cond);
   g_queue_init (&pool->parked);
   pool->rethreads = g_new0 (GThread *, n);
   pool->retired = g_ptr_array_new ();
   pool->conns[0] = pool_conn_new (pool, t, &first, 0);
+  pool->serial[0] = pool_new_serial_locked (pool);
   pool->n = 1;
+  pool->open_slots = 1;
+
+  if (pool->on_demand) {
+    /* The rest when the queue needs them (pool-grow.c): a mount costs
+     * one handshake, and a server shared with other clients keeps the
+     * rest of its quota for them while we are idle. */
+    pool_manager_start (pool);
+    if (exp) {
+      nbdc_export_copy (exp, &pool->exp);
+      exp->size = pool->size;
+    }
+    return pool;
+  }
 
   /* Extra connections are an optimisation when the user did not ask for
    * a number: a server may advertise CAN_MULTI_CONN and still cap its
@@ -175,8 +211,15 @@ nbdc_pool_open (const NbdcOptions *opts, const NbdcPoolConfig *cfg,
       return NULL;
     }
     /* Each connection keeps its own negotiated context id. */
-    pool->conns[i] = pool_conn_new (pool, t, &e, i);
+    /* Under the lock: connection 1's reader (its dead callback) may
+     * already scan the slots. */
+    NbdConn *c = pool_conn_new (pool, t, &e, i);
+    g_mutex_lock (&pool->lock);
+    g_atomic_pointer_set (&pool->conns[i], c);
+    pool->serial[i] = pool_new_serial_locked (pool);
     pool->n = i + 1;
+    pool->open_slots = i + 1;
+    g_mutex_unlock (&pool->lock);
     nbdc_export_clear (&e);
   }
   if (exp) {
@@ -193,9 +236,15 @@ nbdc_pool_abort (NbdPool *pool, const char *reason)
   pool->aborted = TRUE;
   pool->cut_at = g_get_monotonic_time ();
   g_cond_broadcast (&pool->recond);
+  g_cond_broadcast (&pool->mgr_cond);
+  unsigned n = pool->n;
   g_mutex_unlock (&pool->lock);
-  for (unsigned i = 0; i < pool->n; i++)
-    nbdc_conn_kill (CONN (pool, i), reason);
+  /* Aborted: the manager neither fills nor empties a slot any more, and
+   * a reconnect retires what it replaces, so each pointer read here
+   * stays valid (pool-internal.h). */
+  for (unsigned i = 0; i < n; i++)
+    if (CONN (pool, i))
+      nbdc_conn_kill (CONN (pool, i), reason);
 }
 
 static void

@@ -32,7 +32,8 @@ typedef struct NbdPool NbdPool;
 
 typedef struct {
   unsigned connections;       /* 0 = 4 if CAN_MULTI_CONN else 1; >1 without
-                                 CAN_MULTI_CONN is refused by open */
+                                 CAN_MULTI_CONN is refused by open; with
+                                 on_demand, the most that are opened */
   unsigned request_timeout;   /* seconds a request may wait for its reply
                                  (or for its send to finish), and the
                                  longest silence while one is owed, before
@@ -45,10 +46,18 @@ typedef struct {
                                  are resubmitted (those that timed out
                                  fail with EIO instead); 0 = fail them
                                  all with EIO */
+  gboolean on_demand;         /* open only connection 1 at first; extras
+                                 in the background while every live
+                                 connection is busy, closed again when
+                                 idle (pool-grow.c). FALSE: all at open,
+                                 and an explicit `connections` that
+                                 cannot be opened fails the open */
+  unsigned idle_close_ms;     /* on_demand: close an extra connection
+                                 unused this long; 0 = 30 s */
 } NbdcPoolConfig;
 
-/* Opens and negotiates every connection; checks that all of them agree on
- * size and flags. *exp gets the first connection's export, with size the
+/* Opens and negotiates every connection (with on_demand, the first one
+ * only); checks that all of them agree on size and flags. *exp gets the first connection's export, with size the
  * addressable size: the export's rounded down to its minimum block size
  * (nbd-proto.md "Size constraints": no request may reach the bytes after
  * the last whole block); every request below is checked against it. */
