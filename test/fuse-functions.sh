@@ -180,3 +180,23 @@ for wh in (os.SEEK_DATA, os.SEEK_HOLE):
 print("checked", n, "lseeks over", len(ext), "extents")
 PY
 }
+
+# grow_connections FILE LOG N: random reads at queue depth 32 (fio, libaio,
+# O_DIRECT, first 4 MiB of FILE) until nbdkit's log filter (LOG) shows N
+# connections open at once: a mount opens one and opens the others only
+# while its queue is deep (nbdclient/pool-grow.c). A test that needs every
+# connection of -C N in use calls this after the mount and exports
+# NBDFS_IDLE_CLOSE_MS high enough that the extras stay open meanwhile.
+grow_connections() {
+  local file=$1 log=$2 want=$3 try have=0
+  for try in 1 2 3 4 5; do
+    fio --name=grow --filename="$file" --ioengine=libaio --direct=1 \
+      --iodepth=32 --bs=4k --rw=randread --size=4M --time_based \
+      --runtime=1 --output-format=terse >/dev/null ||
+      fail "grow_connections: fio failed"
+    have=$(awk '$4 == "Connect" { n++ } $4 == "Disconnect" { n-- }
+                END { print n + 0 }' "$log")
+    [ "$have" -lt "$want" ] || return 0
+  done
+  fail "grow_connections: $have connection(s) open after 5 s of qd32 reads, want $want"
+}

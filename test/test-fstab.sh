@@ -22,6 +22,7 @@ requires command -v mount.fuse3
 requires command -v unshare
 requires_nbdkit_plugin file
 requires_nbdkit_filter log
+requires fio --version
 
 sock=$tmp/sock
 log=$tmp/nbdkit.log
@@ -68,6 +69,11 @@ grep -q 'nosuid' "$tmp/mounts"        # "users" became nosuid,nodev,noexec
 ls -l "$mnt" | tee "$tmp/ls"
 [ -f "$mnt/data.img" ]
 pid=$(cat "$tmp/nbdfs.pid")
+# The mount opened one connection; qd32 reads open the second
+# (connections on demand), which the writes below then share with it.
+fio --name=grow --filename="$mnt/data.img" --ioengine=libaio --direct=1 \
+  --iodepth=32 --bs=4k --rw=randread --size=4M --time_based --runtime=2 \
+  --output-format=terse >/dev/null
 dd if="$tmp/data" of="$mnt/data.img" bs=64k seek=4 conv=notrunc status=none
 cmp <(dd if="$mnt/data.img" bs=64k skip=4 count=16 status=none) "$tmp/data"
 umount "$mnt"
@@ -103,8 +109,9 @@ bash "$SRCDIR/test/private-mounts.sh" bash "$tmp/inner.sh" "$tmp"
 cmp <(dd if="$tmp/backing" bs=64k skip=4 count=16 status=none) "$tmp/data" ||
   fail "the data is not in the backing file"
 cat "$log" | cut -c1-160 | head -60
-# First mount: two connections wrote... at least both were opened, and
-# after umount: a Flush after the last Write, and a Disconnect on both.
+# First mount: two connections wrote... at least both were opened (the
+# second under the reads' load), and after umount: a Flush after the last
+# Write, and a Disconnect on both.
 conns=$(grep -o 'connection=[0-9]*' "$log" | sort -u | wc -l)
 [ "$conns" -ge 2 ] || fail "connections=2 did not open 2 connections"
 check_flushed_after_writes "$log" || fail "no flush after the last write"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Which NBD commands and flags file operations become, read from nbdkit's
-# log filter: every connection of -C 4 is used; O_DSYNC and RWF_DSYNC
+# log filter: the mount opens one connection, and under load -C 4 opens
+# the other three (connections on demand), every one of them used; O_DSYNC and RWF_DSYNC
 # writes carry FUA; fallocate -z is WRITE_ZEROES without may-trim
 # (NBD_CMD_FLAG_NO_HOLE); fallocate -p (PUNCH_HOLE) is WRITE_ZEROES that
 # may trim (never NBD_CMD_TRIM, whose data reads back unspecified); both
@@ -12,6 +13,9 @@ source "$SRCDIR/test/fuse-functions.sh"
 requires_nbdkit_plugin memory
 requires_nbdkit_filter log
 requires fallocate --version
+requires fio --version
+# The extras stay open until the unmount (its disconnects are counted).
+export NBDFS_IDLE_CLOSE_MS=600000
 
 sock=$tmp/sock
 log=$tmp/nbdkit.log
@@ -19,6 +23,10 @@ mnt=$tmp/mnt
 f=$mnt/disk
 start_nbdkit "$sock" --filter=log memory 64M logfile="$log"
 start_nbdfs "$mnt" "$sock" -C 4
+sleep 0.3
+[ "$(grep -c ' Connect export=' "$log")" = 1 ] ||
+  fail "expected 1 connection after the mount"
+grow_connections "$f" "$log" 4
 [ "$(grep -c ' Connect export=' "$log")" = 4 ] || fail "expected 4 connections"
 
 # lines logged since mark; mark remembers how far the log was read.

@@ -9,6 +9,9 @@ source "$SRCDIR/test/functions.sh"
 source "$SRCDIR/test/fuse-functions.sh"
 requires_nbdkit_plugin file
 requires_nbdkit_filter log
+requires fio --version
+# Connections on demand: the extras opened below stay until the end.
+export NBDFS_IDLE_CLOSE_MS=600000
 
 mnt=$tmp/mnt
 sock=$tmp/sock
@@ -17,6 +20,10 @@ truncate -s 64M "$tmp/backing"
 start_nbdkit "$sock" --filter=log file "$tmp/backing" logfile="$log"
 start_nbdfs "$mnt" "$sock" -C 4
 f=$mnt/disk
+# The mount opens one connection; qd32 reads open the other three, which
+# the writers (one request in flight at a time: the kernel serialises
+# writes to one FUSE file) then share.
+grow_connections "$f" "$log" 4
 
 # 8 threads, each writing its own 64 KiB blocks once, in order; a block's
 # index is logged only after its write() returned (was acknowledged). Each
