@@ -106,7 +106,8 @@ pool_grow (NbdPool *pool, gboolean *warned)
                  "%s%s%s; trying again in %d s", slot + 1, pool->cap, have,
                  t ? "it disagrees with connection 1 about the export: "
                  : "", t ? weaker : error->message,
-                 !t ? "; the server may be at its connection limit" : "",
+                 !t && !strstr (error->message, "connection limit")
+                 ? "; the server may be at its connection limit" : "",
                  (int) (POOL_GROW_BACKOFF_US / G_USEC_PER_SEC));
     else
       g_debug ("connection %d: %s", slot + 1, t ? weaker : error->message);

@@ -1,6 +1,7 @@
 /* nbdfs — what the pool's files share (not a public API).
  *
- * pool.c opens and closes the connections; pool-send.c spreads commands
+ * pool.c opens and closes the connections (pool-grow.c, on demand, the
+ * extras); pool-send.c spreads commands
  * over them; pool-request.c joins the parts of one request;
  * pool-flush.c keeps the flush bookkeeping (what a flush covers, what a
  * lost connection put at risk); pool-sync.c has the synchronous
