@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Connections on demand (nbdclient/pool-grow.c): a FUSE mount opens one
 # connection; -C N (default 4 under NBD_FLAG_CAN_MULTI_CONN) is the most.
-# Extras open while every live connection has 4 or more requests, and an
+# Extras open while every live connection has 8 or more requests, and an
 # extra idle for NBDFS_IDLE_CLOSE_MS (the test knob; 30 s by default) is
 # flushed if it holds acknowledged, unflushed writes, then closed with
 # NBD_CMD_DISC. Counted on the server: nbdkit's log filter logs each
