@@ -150,6 +150,28 @@ int nbdfs_block_status_sync (NbdfsFile *f, uint64_t offset, uint64_t length,
  * one ran recently or is queued. */
 void nbdfs_allocation_refresh (NbdfsFs *fs, NbdfsFile *f);
 
+/* The largest FUSE write we accept (FUSE_INIT max_write). When writes
+ * are spliced (loop.c), a whole request must fit a pipe of 1 MiB (the
+ * default /proc/sys/fs/pipe-max-size, which only CAP_SYS_RESOURCE may
+ * pass): 256 slots for the header's page and every page the payload
+ * touches, so 254 pages at most. */
+#define NBDFS_MAX_WRITE (1024 * 1024)
+#define NBDFS_MAX_WRITE_SPLICED (NBDFS_MAX_WRITE - 2 * 4096)
+#define NBDFS_PIPE_BYTES (1024 * 1024)
+
+/* ---- pipes.c: pipes that carry large writes ---- */
+
+typedef struct {
+  int fd[2];                  /* read end, write end */
+} NbdfsPipe;
+
+/* A free pipe that holds a whole request, or NULL (none can be sized so:
+ * the pipe size limit; or too many exist). */
+NbdfsPipe *nbdfs_pipe_get (void);
+/* Empties the pipe and keeps it for reuse (or closes it). NULL is fine. */
+void nbdfs_pipe_put (NbdfsPipe *p);
+gboolean nbdfs_pipe_empty (NbdfsPipe *p);
+
 /* ---- loop.c: the session loop ---- */
 
 /* Serves the session until it exits (signal, unmount). */
@@ -159,6 +181,15 @@ int nbdfs_loop_run (struct fuse_session *se);
  * buffer (returned; free() it when done) and the thread receives its next
  * request elsewhere. NULL: copy the payload instead. */
 void *nbdfs_loop_take_buffer (const void *data, size_t len);
+/* Whether loop threads may splice requests into pipes (set before
+ * nbdfs_loop_run), and the hint that they should now: a large write came. */
+void nbdfs_loop_enable_splice (gboolean on);
+gboolean nbdfs_loop_splice_enabled (void);
+void nbdfs_loop_want_splice (void);
+/* Called from a write handler whose payload is in the pipe fd: if that is
+ * this loop thread's receive pipe, the handler takes it (give it back
+ * with nbdfs_pipe_put) and the thread receives into another. */
+NbdfsPipe *nbdfs_loop_take_pipe (int fd);
 
 /* ---- reaper.c ---- */
 
@@ -197,6 +228,9 @@ void nbdfs_fuse_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                       struct fuse_file_info *fi);
 void nbdfs_fuse_write (fuse_req_t req, fuse_ino_t ino, const char *buf,
                        size_t size, off_t off, struct fuse_file_info *fi);
+void nbdfs_fuse_write_buf (fuse_req_t req, fuse_ino_t ino,
+                           struct fuse_bufvec *bufv, off_t off,
+                           struct fuse_file_info *fi);
 void nbdfs_fuse_flush (fuse_req_t req, fuse_ino_t ino,
                        struct fuse_file_info *fi);
 void nbdfs_fuse_fsync (fuse_req_t req, fuse_ino_t ino, int datasync,

@@ -51,6 +51,7 @@ static const struct fuse_lowlevel_ops nbdfs_ops = {
   .statfs = nbdfs_fuse_statfs,
   .read = nbdfs_fuse_read,
   .write = nbdfs_fuse_write,
+  .write_buf = nbdfs_fuse_write_buf,
   .flush = nbdfs_fuse_flush,
   .fsync = nbdfs_fuse_fsync,
   .fallocate = nbdfs_fuse_fallocate,
@@ -220,6 +221,29 @@ nbdfs_fuse_check (const NbdfsFuseOptions *o, GError **error)
 
 /* ---- start, serve, stop ---- */
 
+/* Large writes travel in pipes (loop.c, pipes.c) unless the connections
+ * run TLS (gnutls must see the bytes) or this process cannot size a pipe
+ * to hold a request. NBDFS_SPLICE=0 turns it off, to compare. */
+static void
+splice_setup (NbdfsFs *fs)
+{
+  const char *why = NULL;
+  for (guint i = 0; i < fs->files->len && !why; i++)
+    if (((NbdfsFile *) g_ptr_array_index (fs->files, i))->exp.tls)
+      why = "TLS";
+  if (!why && g_strcmp0 (g_getenv ("NBDFS_SPLICE"), "0") == 0)
+    why = "NBDFS_SPLICE=0";
+  NbdfsPipe *probe = why ? NULL : nbdfs_pipe_get ();
+  if (!why && !probe)
+    why = "a pipe cannot hold a whole request (see /proc/sys/fs/pipe-max-size)";
+  nbdfs_pipe_put (probe);
+  nbdfs_loop_enable_splice (why == NULL);
+  if (why)
+    g_debug ("large writes go through memory: %s", why);
+  else
+    g_debug ("large writes go to the server by reference (splice)");
+}
+
 NbdfsFs *
 nbdfs_fuse_start (const NbdfsFuseOptions *o, const char *mountpoint,
                   GError **error)
@@ -272,6 +296,7 @@ nbdfs_fuse_start (const NbdfsFuseOptions *o, const char *mountpoint,
     goto fail;
   for (guint i = 0; i < fs->files->len; i++)
     nbdfs_allocation_refresh (fs, g_ptr_array_index (fs->files, i));
+  splice_setup (fs);
 
   /* libfuse only takes over signals left at SIG_DFL; a shell starts
    * background jobs with SIGINT ignored, and "SIGINT stops nbdfs cleanly"

@@ -4,7 +4,6 @@
  */
 #include "fuse/fs.h"
 
-#define NBDFS_MAX_WRITE (1024 * 1024)
 /* Background requests (readahead, async direct I/O) the kernel keeps in
  * flight; its default of 12 would cap the queue depth far below what the
  * connections take (4 x 64). The congestion threshold is where writeback
@@ -26,7 +25,8 @@ nbdfs_fuse_init (void *userdata, struct fuse_conn_info *conn)
 
   /* libfuse caps this at its buffer size (FUSE_MAX_MAX_PAGES pages) and
    * asks the kernel for max_pages accordingly (FUSE_MAX_PAGES). */
-  conn->max_write = NBDFS_MAX_WRITE;
+  conn->max_write = nbdfs_loop_splice_enabled () ? NBDFS_MAX_WRITE_SPLICED
+                                                 : NBDFS_MAX_WRITE;
   conn->max_background = NBDFS_MAX_BACKGROUND;
   conn->congestion_threshold = NBDFS_CONGESTION_THRESHOLD;
   /* The kernel takes the smaller of this and the bdi's window, which
@@ -45,8 +45,9 @@ nbdfs_fuse_init (void *userdata, struct fuse_conn_info *conn)
   /* No writeback cache: a write is acknowledged only once the server has
    * it, so stopping the daemon can never drop acknowledged data. */
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
-  /* Splice would only move the write payload through a pipe; we copy it
-   * into our request buffer either way, so it gains nothing here. */
+  /* libfuse's own splicing would copy a write's payload out of its pipe
+   * for us; loop.c splices by itself, only while large writes come, and
+   * keeps the pipe (pipes.c). */
   conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE
                   | FUSE_CAP_SPLICE_MOVE);
 

@@ -232,7 +232,7 @@ locked_cmd_done (void *opaque, int err)
 {
   LockedCmd *c = opaque;
   NbdcParent *p = c->parent;
-  if (c->cmd.buf == NULL && big_refused (p->pool, &c->cmd, err)) {
+  if (c->cmd.type != NBD_CMD_WRITE && big_refused (p->pool, &c->cmd, err)) {
     /* Redo a refused big zero/trim in pieces, each under its own shared
      * lock (queued behind whatever came meanwhile; acquiring never
      * blocks). They join the parent before this part leaves it. */
@@ -259,20 +259,29 @@ locked_cmd_go (RangeLock *l)
 }
 
 static void
+send_locked_cmd (NbdcParent *p, const NbdcCmd *cmd)
+{
+  LockedCmd *c = g_new0 (LockedCmd, 1);
+  c->lock.start = cmd->offset;
+  c->lock.end = cmd->offset + cmd->count;
+  c->lock.go = locked_cmd_go;
+  c->parent = p;
+  c->cmd = *cmd;
+  c->cmd.done = locked_cmd_done;
+  c->cmd.opaque = c;
+  pool_parent_add (p);
+  range_acquire (p->pool, &c->lock);
+}
+
+static void
 send_locked (NbdcParent *p, uint16_t type, uint16_t flags, uint64_t offset,
              uint64_t count, const char *buf)
 {
-  LockedCmd *c = g_new0 (LockedCmd, 1);
-  c->lock.start = offset;
-  c->lock.end = offset + count;
-  c->lock.go = locked_cmd_go;
-  c->parent = p;
-  c->cmd = (NbdcCmd) {
+  NbdcCmd cmd = {
     .type = type, .flags = flags, .offset = offset, .count = count,
-    .buf = (char *) buf, .done = locked_cmd_done, .opaque = c,
+    .buf = (char *) buf,
   };
-  pool_parent_add (p);
-  range_acquire (p->pool, &c->lock);
+  send_locked_cmd (p, &cmd);
 }
 
 /* ---- reads ---- */
@@ -501,6 +510,40 @@ nbdc_pool_pwrite (NbdPool *pool, const void *buf, size_t count,
   uint16_t f = fua_flags (pool, p, flags);
   write_range (p, NBD_CMD_WRITE, f, buf, TRUE, count, offset,
                pool->max_payload);
+  pool_parent_release (p);
+}
+
+gboolean
+nbdc_pool_pwrite_pipe_ok (NbdPool *pool, size_t count, uint64_t offset)
+{
+  /* One WRITE, as it stands, on a plain connection whose scratch pipe
+   * takes it (conn-splice.c); anything else (TLS, edges to
+   * read-modify-write, pieces) needs the bytes in memory. The first
+   * connection speaks for all: same process, same pipe size limit. */
+  uint32_t bs = min_block (pool);
+  return !pool->exp.tls && count > 0 && count <= pool->max_payload
+    && offset % bs == 0 && count % bs == 0
+    && count <= nbdc_conn_pipe_max (CONN (pool, 0));
+}
+
+void
+nbdc_pool_pwrite_pipe (NbdPool *pool, int pipe_fd, size_t count,
+                       uint64_t offset, uint32_t flags,
+                       NbdcDoneFn done, void *opaque)
+{
+  if (!nbdc_pool_pwrite_pipe_ok (pool, count, offset)) {
+    done (opaque, EINVAL);    /* the caller did not ask first */
+    return;
+  }
+  if (!write_ok (pool, count, offset, done, opaque))
+    return;
+  NbdcParent *p = pool_parent_new (pool, done, opaque);
+  NbdcCmd cmd = {
+    .type = NBD_CMD_WRITE, .flags = fua_flags (pool, p, flags),
+    .offset = offset, .count = count,
+    .in_pipe = TRUE, .payload_pipe = pipe_fd,
+  };
+  send_locked_cmd (p, &cmd);
   pool_parent_release (p);
 }
 

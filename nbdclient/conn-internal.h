@@ -87,7 +87,18 @@ struct NbdConn {
   size_t rpos, rlen;          /* unparsed bytes are rbuf[rpos, rlen) */
   GMutex send_lock;           /* held across one request's sendv; taken
                                * after lock is dropped, or try-locked */
+  /* Pipe payloads pass through here on their way to the socket
+   * (conn-splice.c): send_lock. -1 when there is none; scratch_max is
+   * what it holds (set at creation, then read-only). */
+  int scratch[2];
+  size_t scratch_max;
 };
+
+/* conn-splice.c */
+void conn_scratch_open (NbdConn *c);
+void conn_scratch_close (NbdConn *c);
+int conn_send_piped (NbdConn *c, const void *hdr, size_t hlen,
+                     const NbdcCmd *cmd);
 
 typedef enum {
   RECV_OK = 0,

@@ -568,6 +568,8 @@ conn_send_extended (NbdConn *c, const NbdcCmd *cmd, uint64_t cookie)
     .offset = GUINT64_TO_BE (cmd->offset),
     .length = GUINT64_TO_BE (cmd->count),
   };
+  if (payload && cmd->in_pipe && cmd->count > 0)
+    return conn_send_piped (c, &h, sizeof h, cmd);
   struct iovec iov[2] = { { &h, sizeof h }, { cmd->buf, cmd->count } };
   return conn_sendv_all (c, iov, payload && cmd->count > 0 ? 2 : 1);
 }
@@ -585,6 +587,8 @@ conn_send_request (NbdConn *c, const NbdcCmd *cmd, uint64_t cookie)
     .offset = GUINT64_TO_BE (cmd->offset),
     .count = GUINT32_TO_BE (cmd->count),
   };
+  if (cmd->type == NBD_CMD_WRITE && cmd->in_pipe && cmd->count > 0)
+    return conn_send_piped (c, &h, sizeof h, cmd);
   struct iovec iov[2] = { { &h, sizeof h }, { cmd->buf, cmd->count } };
   int n = cmd->type == NBD_CMD_WRITE && cmd->count > 0 ? 2 : 1;
   return conn_sendv_all (c, iov, n);
@@ -708,6 +712,7 @@ nbdc_conn_new (NbdTransport *t, const NbdExport *exp,
   g_mutex_init (&c->lock);
   g_mutex_init (&c->send_lock);
   c->rbuf = g_malloc (RBUF_SIZE);
+  conn_scratch_open (c);
   g_cond_init (&c->cond);
   g_cond_init (&c->idle);
   g_cond_init (&c->sent);
@@ -758,6 +763,12 @@ nbdc_conn_submit (NbdConn *c, const NbdcCmd *cmd)
   if (c->sender_waiting)
     g_cond_signal (&c->cond);
   g_mutex_unlock (&c->lock);
+}
+
+size_t
+nbdc_conn_pipe_max (NbdConn *c)
+{
+  return c->scratch_max;
 }
 
 gboolean
@@ -842,6 +853,7 @@ nbdc_conn_free (NbdConn *c)
   g_thread_join (c->reader);
 
   nbdc_transport_free (c->t);
+  conn_scratch_close (c);
   g_mutex_clear (&c->lock);
   g_mutex_clear (&c->send_lock);
   g_cond_clear (&c->cond);

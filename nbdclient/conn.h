@@ -37,6 +37,14 @@ typedef struct {
    * EINVAL: the compact header has 32 bits). */
   uint64_t count;
   void *buf;                  /* READ: count bytes to fill; WRITE: source */
+  /* WRITE only, instead of buf: the payload is the first count bytes held
+   * in the pipe whose read end is payload_pipe. Never consumed: each send
+   * duplicates them (tee(2)) and moves the duplicate to the socket
+   * (splice(2)), so the bytes go out by reference, never through our
+   * memory, and are still there for a resend after a reconnect. The
+   * submitter keeps the pipe, unchanged, until done. */
+  gboolean in_pipe;
+  int payload_pipe;
   NbdcExtentFn extent;        /* BLOCK_STATUS only */
   NbdcDoneFn done;            /* exactly once, 0 or errno */
   void *opaque;
@@ -73,6 +81,12 @@ typedef struct {
  * copied. Starts the reader and sender threads. */
 NbdConn *nbdc_conn_new (NbdTransport *t, const NbdExport *exp,
                         const NbdcConnConfig *cfg);
+
+/* The largest pipe payload (NbdcCmd.in_pipe) a connection can send:
+ * its scratch pipe must hold the request header and every page of the
+ * payload at once (conn-splice.c). 0 if it has no such pipe (the pipe
+ * size limit, /proc/sys/fs/pipe-max-size, applies to unprivileged users). */
+size_t nbdc_conn_pipe_max (NbdConn *conn);
 
 /* Queues one command; never blocks on the network. If the connection is
  * dead, completes at once with EIO (or salvages, see above). */

@@ -73,6 +73,18 @@ void nbdc_pool_pread (NbdPool *pool, void *buf, size_t count, uint64_t offset,
 void nbdc_pool_pwrite (NbdPool *pool, const void *buf, size_t count,
                        uint64_t offset, uint32_t flags,
                        NbdcDoneFn done, void *opaque);
+
+/* nbdc_pool_pwrite with the payload in a pipe instead of memory: the
+ * first count bytes held in the pipe whose read end is pipe_fd, left in
+ * place (see NbdcCmd.in_pipe) until done runs; the caller must not touch
+ * the pipe before. Only for a write nbdc_pool_pwrite_pipe_ok accepts
+ * (else EINVAL): not over TLS, aligned to the minimum block, one request,
+ * no larger than the connections' scratch pipes. */
+gboolean nbdc_pool_pwrite_pipe_ok (NbdPool *pool, size_t count,
+                                   uint64_t offset);
+void nbdc_pool_pwrite_pipe (NbdPool *pool, int pipe_fd, size_t count,
+                            uint64_t offset, uint32_t flags,
+                            NbdcDoneFn done, void *opaque);
 /* NBD_CMD_FLUSH on every connection that has written since its last flush
  * (spec "Multi-conn"); done when all replied. Succeeds at once (0) when the
  * server has no NBD_FLAG_SEND_FLUSH (nothing to persist we can reach).
