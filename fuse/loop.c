@@ -25,6 +25,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <semaphore.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -227,17 +228,31 @@ nbdfs_loop_run (struct fuse_session *se)
   LoopArgs args = { .se = se, .finished = &finished };
 
   sem_init (&finished, 0, 0);
+  /* Only this thread takes the stop signals: libfuse's handler just sets
+   * "exited", and only a thread woken by the signal notices. A loop
+   * thread would notice too, but the threads the pool starts from a
+   * request (the reconnect prober, reconnect threads, new connections'
+   * readers) inherit their creator's mask: if such a thread took SIGTERM
+   * and then ended, nobody woke up and nbdfs never exited. */
+  sigset_t stop, old;
+  sigemptyset (&stop);
+  sigaddset (&stop, SIGTERM);
+  sigaddset (&stop, SIGINT);
+  sigaddset (&stop, SIGHUP);
+  pthread_sigmask (SIG_BLOCK, &stop, &old);
   for (; n < NBDFS_LOOP_THREADS; n++) {
     int err = pthread_create (&threads[n], NULL, loop_thread, &args);
     if (err) {
       g_warning ("cannot start a FUSE thread: %s", g_strerror (err));
       if (n == 0) {
+        pthread_sigmask (SIG_SETMASK, &old, NULL);
         sem_destroy (&finished);
         return -err;
       }
       break;
     }
   }
+  pthread_sigmask (SIG_SETMASK, &old, NULL);
   while (!fuse_session_exited (se))
     sem_wait (&finished);     /* EINTR on a signal: check again */
   for (unsigned i = 0; i < n; i++)

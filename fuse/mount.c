@@ -14,8 +14,9 @@
  *
  * Signals: TERM/INT/HUP are blocked while the pool readers and the worker
  * thread are created, so those threads never take them; libfuse's
- * handlers then run in the main thread or a libfuse worker, which is what
- * wakes the session loop.
+ * handlers then run in the main thread (loop.c keeps them out of its
+ * threads and whatever those start), which is what wakes the session
+ * loop.
  */
 #include <dirent.h>
 #include <errno.h>
