@@ -222,9 +222,13 @@ nbdfs_fuse_check (const NbdfsFuseOptions *o, GError **error)
 
 /* ---- start, serve, stop ---- */
 
-/* Large writes travel in pipes (loop.c, pipes.c) unless the connections
- * run TLS (gnutls must see the bytes) or this process cannot size a pipe
- * to hold a request. NBDFS_SPLICE=0 turns it off, to compare. */
+/* Large writes travel in pipes (loop.c, pipes.c) only when asked for with
+ * NBDFS_SPLICE=1, and never over TLS (gnutls must see the bytes) or when
+ * this process cannot size a pipe to hold a request. Off by default: the
+ * daemon saves two copies per written byte, but the server receiving
+ * page-reference segments spent twice the CPU copying them out (nbdkit,
+ * Unix socket and TCP loopback: README "Writes by reference"), a net loss
+ * where both share the machine. */
 static void
 splice_setup (NbdfsFs *fs)
 {
@@ -232,8 +236,8 @@ splice_setup (NbdfsFs *fs)
   for (guint i = 0; i < fs->files->len && !why; i++)
     if (((NbdfsFile *) g_ptr_array_index (fs->files, i))->exp.tls)
       why = "TLS";
-  if (!why && g_strcmp0 (g_getenv ("NBDFS_SPLICE"), "0") == 0)
-    why = "NBDFS_SPLICE=0";
+  if (!why && g_strcmp0 (g_getenv ("NBDFS_SPLICE"), "1") != 0)
+    why = "NBDFS_SPLICE=1 splices them";
   NbdfsPipe *probe = why ? NULL : nbdfs_pipe_get ();
   if (!why && !probe)
     why = "a pipe cannot hold a whole request (see /proc/sys/fs/pipe-max-size)";

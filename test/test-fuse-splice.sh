@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Large writes travel in pipes (fuse/loop.c, fuse/pipes.c,
-# nbdclient/conn-splice.c): the payload goes from the writer's pages to
-# the socket by reference and stays in its pipe until the reply.
+# With NBDFS_SPLICE=1, large writes travel in pipes (fuse/loop.c,
+# fuse/pipes.c, nbdclient/conn-splice.c): the payload goes from the
+# writer's pages to the socket by reference and stays in its pipe until
+# the reply. (Off by default: README "Writes by reference".)
 # 1. A buffered writer (dd bs=1M, at an offset that is not page-aligned,
 #    so the pages are referenced from the middle) and an O_DIRECT one
 #    (24 MiB each) reach the server intact (md5 of nbdkit's file), and the
@@ -12,7 +13,7 @@
 #    -9 and restarted without the delay. No write fails (close may report
 #    EIO: see test-fuse-durability), the log says requests were retried,
 #    and the file holds exactly what was written.
-# 3. NBDFS_SPLICE=0: no spliced write, same data.
+# 3. Without NBDFS_SPLICE=1 (the default): no spliced write, same data.
 # Under TLS nothing is spliced: test-fuse-reconnect-tls writes through it.
 # timeout: 120
 source "$SRCDIR/test/functions.sh"
@@ -36,7 +37,7 @@ spliced() { grep -c 'bytes at .* (spliced)' "$1" || true; }
 
 # ---- 1: buffered and O_DIRECT ----
 start_nbdkit "$sock" file "$img"
-start_nbdfs "$mnt" -v "$sock" 2> "$tmp/log1"
+NBDFS_SPLICE=1 start_nbdfs "$mnt" -v "$sock" 2> "$tmp/log1"
 dd if="$tmp/src" of="$mnt/disk" bs=1M count=24 oflag=seek_bytes \
   seek=$(( 1048576 + 1000 )) conv=notrunc,fsync status=none \
   || fail "buffered write failed"
@@ -58,7 +59,7 @@ kill_pid "$nbdkit_pid"
 rm -f "$sock"
 truncate -s 0 "$img"; truncate -s 128M "$img"
 start_nbdkit "$sock" --filter=delay file "$img" delay-write=300ms
-start_nbdfs "$mnt" -v --reconnect 20 "$sock" 2> "$tmp/log2"
+NBDFS_SPLICE=1 start_nbdfs "$mnt" -v --reconnect 20 "$sock" 2> "$tmp/log2"
 # Each writer: 8 buffered 1 MiB pwrites; every one must succeed. close()
 # may say EIO: writes acknowledged by the killed server were never
 # flushed by it (the errseq model, test-fuse-durability).
@@ -103,14 +104,15 @@ retried=$(sed -n 's/.*retrying \([0-9]*\) request(s) elsewhere.*/\1/p' "$tmp/log
 [ "$retried" -gt 0 ] || fail "no request was in flight at the kill (nothing retried)"
 expect "across the reconnect" 0 $(( 32 << 20 )) 0
 
-# ---- 3: NBDFS_SPLICE=0 ----
+# ---- 3: the default ----
 truncate -s 0 "$img"; truncate -s 128M "$img"
-NBDFS_SPLICE=0 start_nbdfs "$mnt" -v "$sock" 2> "$tmp/log3"
+start_nbdfs "$mnt" -v "$sock" 2> "$tmp/log3"
 dd if="$tmp/src" of="$mnt/disk" bs=1M count=16 conv=notrunc,fsync status=none \
-  || fail "write with NBDFS_SPLICE=0 failed"
+  || fail "write by default failed"
 stop_nbdfs "$mnt"
-grep -q 'large writes go through memory: NBDFS_SPLICE=0' "$tmp/log3" \
-  || fail "NBDFS_SPLICE=0 not reported"
-[ "$(spliced "$tmp/log3")" = 0 ] || fail "spliced writes with NBDFS_SPLICE=0"
-expect "NBDFS_SPLICE=0" 0 $(( 16 << 20 )) 0
+grep -q 'large writes go through memory: NBDFS_SPLICE=1 splices them' "$tmp/log3" \
+  || fail "the default is not reported"
+grep -q 'max_write 1048576,' "$tmp/log3" || fail "max_write is not 1 MiB by default"
+[ "$(spliced "$tmp/log3")" = 0 ] || fail "spliced writes by default"
+expect "by default" 0 $(( 16 << 20 )) 0
 echo "ok: $retried request(s) resent from their pipes"
