@@ -177,27 +177,37 @@ splice_one (struct fuse_session *se)
   return 1;
 }
 
+/* Receives one request with read(2) and dispatches it; returns as
+ * splice_one. */
+static int
+read_one (struct fuse_session *se, struct fuse_buf *buf)
+{
+  int state;
+  int r = fuse_session_receive_buf (se, buf);
+  if (r <= 0)
+    return r;
+  pthread_setcancelstate (PTHREAD_CANCEL_DISABLE, &state);
+  current = buf;
+  taken = FALSE;
+  fuse_session_process_buf (se, buf);
+  current = NULL;
+  if (taken)
+    buf->mem = NULL;          /* the write owns it now */
+  pthread_setcancelstate (PTHREAD_CANCEL_ENABLE, &state);
+  return r;
+}
+
 static void *
 loop_thread (void *opaque)
 {
   LoopArgs *a = opaque;
   struct fuse_buf buf = { .mem = NULL };
-  int state;
 
   pthread_cleanup_push (free_buffer, &buf);
   while (!fuse_session_exited (a->se)) {
-    if (want_splice () && (rpipe != NULL || (rpipe = nbdfs_pipe_get ()))) {
-      int r = splice_one (a->se);
-      if (r == -EINTR)
-        continue;
-      if (r <= 0) {
-        if (r < 0)
-          fuse_session_exit (a->se);
-        break;
-      }
-      continue;
-    }
-    int r = fuse_session_receive_buf (a->se, &buf);
+    gboolean spliced = want_splice ()
+      && (rpipe != NULL || (rpipe = nbdfs_pipe_get ()) != NULL);
+    int r = spliced ? splice_one (a->se) : read_one (a->se, &buf);
     if (r == -EINTR)
       continue;
     if (r <= 0) {
@@ -205,14 +215,6 @@ loop_thread (void *opaque)
         fuse_session_exit (a->se);
       break;
     }
-    pthread_setcancelstate (PTHREAD_CANCEL_DISABLE, &state);
-    current = &buf;
-    taken = FALSE;
-    fuse_session_process_buf (a->se, &buf);
-    current = NULL;
-    if (taken)
-      buf.mem = NULL;         /* the write owns it now */
-    pthread_setcancelstate (PTHREAD_CANCEL_ENABLE, &state);
   }
   pthread_cleanup_pop (1);
   sem_post (a->finished);
