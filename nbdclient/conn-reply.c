@@ -166,6 +166,50 @@ conn_chunk_hole (NbdConn *c, Death *d, NbdcReq *req, uint32_t length)
   return TRUE;
 }
 
+/* What both block status chunk forms must satisfy once their context id
+ * and extent count are read. */
+static gboolean
+status_begin (NbdConn *c, Death *d, NbdcReq *req, uint32_t id, uint32_t n)
+{
+  if (!c->base_allocation || id != c->base_allocation_id)
+    return violation (d, "block status for metadata context %"
+                      G_GUINT32_FORMAT ", which we did not negotiate", id);
+  if (req->got_status)
+    return violation (d, "second block status chunk for one context");
+  req->got_status = TRUE;
+  if ((req->cmd.flags & NBD_CMD_FLAG_REQ_ONE) && n != 1)
+    return violation (d, "%" G_GUINT32_FORMAT " extents although we asked "
+                      "for one (NBD_CMD_FLAG_REQ_ONE)", n);
+  return TRUE;
+}
+
+/* One extent of either form (32-bit lengths and flags widened): checked,
+ * then reported clipped to the request; *pos is where it starts and
+ * moves past it. */
+static gboolean
+status_extent (Death *d, NbdcReq *req, uint64_t *pos, uint64_t len,
+               uint64_t flags)
+{
+  uint64_t end = req->cmd.offset + req->cmd.count;
+  if (len == 0)
+    return violation (d, "block status extent of length 0");
+  /* base:allocation: "the most-significant 32 bits of status MUST be all
+   * zeroes" (never set in a 32-bit descriptor). */
+  if (flags >> 32)
+    return violation (d, "base:allocation status 0x%" G_GINT64_MODIFIER
+                      "x has high bits set", flags);
+  /* "the sum of the length fields of the first N-1 extents (if any) MUST
+   * be less than the requested length" */
+  if (*pos >= end)
+    return violation (d, "block status extents go past the requested "
+                      "length %" G_GUINT64_FORMAT, req->cmd.count);
+  uint64_t clipped = MIN (len, end - *pos);
+  if (req->cmd.extent)
+    req->cmd.extent (req->cmd.opaque, *pos, clipped, (uint32_t) flags);
+  *pos += clipped;
+  return TRUE;
+}
+
 static gboolean
 conn_chunk_status (NbdConn *c, Death *d, NbdcReq *req, uint32_t length)
 {
@@ -181,37 +225,18 @@ conn_chunk_status (NbdConn *c, Death *d, NbdcReq *req, uint32_t length)
                       length);
   uint32_t id;
   RECV (c, d, &id, 4, FALSE, "reading block status chunk");
-  id = GUINT32_FROM_BE (id);
-  if (!c->base_allocation || id != c->base_allocation_id)
-    return violation (d, "block status for metadata context %"
-                      G_GUINT32_FORMAT ", which we did not negotiate", id);
-  if (req->got_status)
-    return violation (d, "second block status chunk for one context");
-  req->got_status = TRUE;
   uint32_t n = (length - 4) / 8;
-  if ((req->cmd.flags & NBD_CMD_FLAG_REQ_ONE) && n != 1)
-    return violation (d, "%" G_GUINT32_FORMAT " extents although we asked "
-                      "for one (NBD_CMD_FLAG_REQ_ONE)", n);
-  uint64_t pos = req->cmd.offset, end = req->cmd.offset + req->cmd.count;
+  if (!status_begin (c, d, req, GUINT32_FROM_BE (id), n))
+    return FALSE;
+  uint64_t pos = req->cmd.offset;
   struct nbd_block_descriptor batch[256];
   while (n > 0) {
     uint32_t k = MIN (n, G_N_ELEMENTS (batch));
     RECV (c, d, batch, k * sizeof batch[0], FALSE, "reading extents");
-    for (uint32_t i = 0; i < k; i++) {
-      uint32_t len = GUINT32_FROM_BE (batch[i].length);
-      uint32_t flags = GUINT32_FROM_BE (batch[i].status_flags);
-      if (len == 0)
-        return violation (d, "block status extent of length 0");
-      /* "the sum of the length fields of the first N-1 extents (if any)
-       * MUST be less than the requested length" */
-      if (pos >= end)
-        return violation (d, "block status extents go past the requested "
-                          "length %" G_GUINT64_FORMAT, req->cmd.count);
-      uint64_t clipped = MIN ((uint64_t) len, end - pos);
-      if (req->cmd.extent)
-        req->cmd.extent (req->cmd.opaque, pos, clipped, flags);
-      pos += clipped;
-    }
+    for (uint32_t i = 0; i < k; i++)
+      if (!status_extent (d, req, &pos, GUINT32_FROM_BE (batch[i].length),
+                          GUINT32_FROM_BE (batch[i].status_flags)))
+        return FALSE;
     n -= k;
   }
   return TRUE;
@@ -219,8 +244,7 @@ conn_chunk_status (NbdConn *c, Death *d, NbdcReq *req, uint32_t length)
 
 /* NBD_REPLY_TYPE_BLOCK_STATUS_EXT: "length MUST be 8 + (a positive
  * multiple of 16)", descriptor count "MUST correspond", 64-bit extent
- * lengths, and for base:allocation "the most-significant 32 bits of
- * status MUST be all zeroes". Otherwise the rules of the 32-bit chunk. */
+ * lengths and status. Otherwise the rules of the 32-bit chunk. */
 static gboolean
 conn_chunk_status_ext (NbdConn *c, Death *d, NbdcReq *req, uint32_t length)
 {
@@ -235,42 +259,22 @@ conn_chunk_status_ext (NbdConn *c, Death *d, NbdcReq *req, uint32_t length)
                       G_GUINT32_FORMAT, length);
   struct nbd_structured_reply_block_status_ext_hdr bh;
   RECV (c, d, &bh, sizeof bh, FALSE, "reading extended block status chunk");
-  uint32_t id = GUINT32_FROM_BE (bh.context_id);
   uint32_t n = GUINT32_FROM_BE (bh.count);
   if (n != (length - 8) / 16)
     return violation (d, "extended block status chunk of length %"
                       G_GUINT32_FORMAT " says it holds %" G_GUINT32_FORMAT
                       " extents", length, n);
-  if (!c->base_allocation || id != c->base_allocation_id)
-    return violation (d, "block status for metadata context %"
-                      G_GUINT32_FORMAT ", which we did not negotiate", id);
-  if (req->got_status)
-    return violation (d, "second block status chunk for one context");
-  req->got_status = TRUE;
-  if ((req->cmd.flags & NBD_CMD_FLAG_REQ_ONE) && n != 1)
-    return violation (d, "%" G_GUINT32_FORMAT " extents although we asked "
-                      "for one (NBD_CMD_FLAG_REQ_ONE)", n);
-  uint64_t pos = req->cmd.offset, end = req->cmd.offset + req->cmd.count;
+  if (!status_begin (c, d, req, GUINT32_FROM_BE (bh.context_id), n))
+    return FALSE;
+  uint64_t pos = req->cmd.offset;
   struct nbd_block_descriptor_ext batch[128];
   while (n > 0) {
     uint32_t k = MIN (n, G_N_ELEMENTS (batch));
     RECV (c, d, batch, k * sizeof batch[0], FALSE, "reading extents");
-    for (uint32_t i = 0; i < k; i++) {
-      uint64_t len = GUINT64_FROM_BE (batch[i].length);
-      uint64_t flags = GUINT64_FROM_BE (batch[i].status_flags);
-      if (len == 0)
-        return violation (d, "block status extent of length 0");
-      if (flags >> 32)
-        return violation (d, "base:allocation status 0x%" G_GINT64_MODIFIER
-                          "x has high bits set", flags);
-      if (pos >= end)
-        return violation (d, "block status extents go past the requested "
-                          "length %" G_GUINT64_FORMAT, req->cmd.count);
-      uint64_t clipped = MIN (len, end - pos);
-      if (req->cmd.extent)
-        req->cmd.extent (req->cmd.opaque, pos, clipped, (uint32_t) flags);
-      pos += clipped;
-    }
+    for (uint32_t i = 0; i < k; i++)
+      if (!status_extent (d, req, &pos, GUINT64_FROM_BE (batch[i].length),
+                          GUINT64_FROM_BE (batch[i].status_flags)))
+        return FALSE;
     n -= k;
   }
   return TRUE;
